@@ -1,0 +1,116 @@
+"""In-memory batching shared by every task: no per-sample Python, no DataLoader workers.
+
+Tiny models are bound by per-step framework overhead, so the training loader yields *chunks*: a stack of
+up to ``chunk_steps`` mini-batches, ``(k, batch_size, ...)``. The LightningModule takes one optimizer step
+per mini-batch inside a single ``training_step``, which pays Lightning's per-step hooks once per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import lightning as L
+import torch
+from torch import Tensor
+
+
+def _rank_and_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ChunkedBatches:
+    """Shuffled mini-batches of in-memory tensors, grouped into chunks of ``chunk_steps``.
+
+    Each item is ``(x, y)`` with a leading chunk dimension: ``x`` is ``(k, batch_size, ...)``. The full
+    mini-batches of an epoch come first; a final short mini-batch (``n mod batch_size`` samples), if any,
+    comes last as a chunk of one. The permutation of epoch ``e`` depends only on ``(seed, e)``; ``e`` comes
+    from ``epoch_of()`` (the trainer's epoch, so a resumed run sees the same batches as an uninterrupted
+    one) or, without it, counts the passes over the data. Under ``torch.distributed`` each rank takes every
+    ``world_size``-th full mini-batch and the short one is dropped, so ranks step in lockstep.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        chunk_steps: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch_of: Callable[[], int] | None = None,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = min(batch_size, len(x))
+        self.chunk_steps = chunk_steps
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch_of = epoch_of
+        self.passes = 0
+
+    def _batches(self, epoch: int) -> list[Tensor]:
+        n = len(self.x)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        rank, world = _rank_and_world()
+        n_full = n // self.batch_size // world * world
+        full = order[: n_full * self.batch_size].view(n_full, self.batch_size)[rank::world]
+        batches = list(full.split(self.chunk_steps))
+        rest = order[n_full * self.batch_size :]
+        if world == 1 and len(rest):
+            batches.append(rest.unsqueeze(0))
+        return batches
+
+    def __len__(self) -> int:
+        return len(self._batches(0))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch = self.epoch_of() if self.epoch_of else self.passes
+        self.passes += 1
+        for index in self._batches(epoch):
+            yield self.x[index], self.y[index]
+
+
+class SyntheticDataModule(L.LightningDataModule):
+    """A generated, seeded, in-memory task.
+
+    Subclasses implement :meth:`generate`, returning ``{"train": (x, y), "val": (x, y), ...}``. The data
+    seed is the module's own, separate from the initialisation seed. Validation and test loaders yield
+    one whole split as a single batch (with a chunk dimension of one).
+    """
+
+    task: str = "regression"
+
+    def __init__(self, batch_size: int, chunk_steps: int, seed: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.chunk_steps = chunk_steps
+        self.seed = seed
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.generate(torch.Generator().manual_seed(self.seed))
+
+    def train_dataloader(self) -> ChunkedBatches:
+        x, y = self.splits["train"]
+        epoch_of = (lambda: self.trainer.current_epoch) if self.trainer else None
+        return ChunkedBatches(x, y, self.batch_size, self.chunk_steps, seed=self.seed, epoch_of=epoch_of)
+
+    def _whole(self, split: str) -> ChunkedBatches:
+        x, y = self.splits[split]
+        return ChunkedBatches(x, y, len(x), shuffle=False)
+
+    def val_dataloader(self) -> ChunkedBatches:
+        return self._whole("val")
+
+    def test_dataloader(self) -> ChunkedBatches:
+        return self._whole("test")

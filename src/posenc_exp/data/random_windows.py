@@ -1,0 +1,40 @@
+"""The seed's task: predict the next value of a standard-normal series from a window before it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from posenc_exp.data.base import SyntheticDataModule
+
+
+class RandomWindows(SyntheticDataModule):
+    """Sliding windows over ``s_1..s_xlen ~ N(0, 1)`` i.i.d.: ``x_t = s_{t..t+C-1}``, ``y_t = s_{t+C}``.
+
+    There are ``xlen - C`` samples (the seed's data). They are assigned to the train and validation splits
+    by a seeded permutation, ``round(val_fraction * n)`` of them to validation. Since the target is
+    independent of its window, the Bayes predictor is ``E[y | x] = 0`` and the best achievable MSE is
+    ``Var(y) = 1``; :attr:`loss_floor` is that predictor's loss on the validation split, ``mean(y^2)``.
+    """
+
+    def __init__(
+        self, context_size: int, xlen: int, val_fraction: float, batch_size: int, chunk_steps: int, seed: int
+    ) -> None:
+        super().__init__(batch_size=batch_size, chunk_steps=chunk_steps, seed=seed)
+        self.context_size = context_size
+        self.xlen = xlen
+        self.val_fraction = val_fraction
+
+    def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
+        series = torch.randn(self.xlen, generator=generator)
+        windows = series.unfold(0, self.context_size, 1)[:-1]
+        targets = series[self.context_size :]
+        order = torch.randperm(len(targets), generator=generator)
+        n_val = round(self.val_fraction * len(targets))
+        val, train = order[:n_val], order[n_val:]
+        return {"train": (windows[train], targets[train]), "val": (windows[val], targets[val])}
+
+    @property
+    def loss_floor(self) -> float:
+        """Validation MSE of the Bayes predictor 0: ``mean(y_val^2)``, close to ``Var(y) = 1``."""
+        return self.splits["val"][1].square().mean().item()

@@ -1,0 +1,5 @@
+"""Networks: plain ``nn.Module``s, usable without Lightning. The config group ``model`` mirrors this package."""
+
+from posenc_exp.models.feedforward import FeedForward
+
+__all__ = ["FeedForward"]

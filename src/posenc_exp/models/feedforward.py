@@ -1,0 +1,45 @@
+"""The seed's network: a window of scalars plus a positional encoding, then a one-hidden-layer MLP."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from posenc_exp.encodings import NoPE, PositionalEncoding
+
+
+class FeedForward(nn.Module):
+    """``y = tanh(W2 relu(W1 (x + p) + b1) + b2)`` for a window ``x in R^C`` and encoding ``p in R^C``.
+
+    The encoding is redundant with the first bias (the "bias identity"):
+    ``W1 (x + p) + b1 = W1 x + (W1 p + b1)``, so :meth:`fold_encoding` returns an equivalent network
+    without an encoding. Only input-acting encodings of width 1 fit this model.
+    """
+
+    def __init__(self, context_size: int, n_hidden: int, encoding: PositionalEncoding) -> None:
+        super().__init__()
+        if encoding.acts_on != "input":
+            raise ValueError(
+                f"model=feedforward takes only input-added encodings (learned, sinusoidal, none); "
+                f"got one that acts on '{encoding.acts_on}'"
+            )
+        self.context_size = context_size
+        self.encoding = encoding
+        self.hidden = nn.Linear(context_size, n_hidden)
+        self.out = nn.Linear(n_hidden, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(batch, context_size)`` -> ``(batch,)``."""
+        x = self.encoding(x.unsqueeze(-1)).squeeze(-1)
+        return torch.tanh(self.out(torch.relu(self.hidden(x)))).squeeze(-1)
+
+    @torch.no_grad()
+    def fold_encoding(self) -> FeedForward:
+        """An equivalent network with no encoding and first bias ``b1' = b1 + W1 p``."""
+        position = self.encoding(torch.zeros(1, self.context_size, 1)).reshape(self.context_size)
+        folded = copy.deepcopy(self)
+        folded.encoding = NoPE()
+        folded.hidden.bias += self.hidden.weight @ position
+        return folded
