@@ -80,14 +80,16 @@ class SyntheticDataModule(L.LightningDataModule):
     """A generated, seeded, in-memory task.
 
     Subclasses implement :meth:`generate`, returning ``{"train": (x, y), "val": (x, y), ...}``. The data
-    seed is the module's own, separate from the initialisation seed. Validation and test loaders yield
+    seed is the module's own, separate from the initialisation seed. ``max_len`` is the longest sequence
+    the model will be fed, training or evaluation; encodings with a table size it by this. Validation and test loaders yield
     one whole split as a single batch (with a chunk dimension of one).
     """
 
     task: str = "regression"
 
-    def __init__(self, batch_size: int, chunk_steps: int, seed: int) -> None:
+    def __init__(self, batch_size: int, chunk_steps: int, seed: int, max_len: int) -> None:
         super().__init__()
+        self.max_len = max_len
         self.batch_size = batch_size
         self.chunk_steps = chunk_steps
         self.seed = seed

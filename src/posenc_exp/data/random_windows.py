@@ -18,9 +18,16 @@ class RandomWindows(SyntheticDataModule):
     """
 
     def __init__(
-        self, context_size: int, xlen: int, val_fraction: float, batch_size: int, chunk_steps: int, seed: int
+        self,
+        context_size: int,
+        xlen: int,
+        val_fraction: float,
+        batch_size: int,
+        chunk_steps: int,
+        seed: int,
+        max_len: int,
     ) -> None:
-        super().__init__(batch_size=batch_size, chunk_steps=chunk_steps, seed=seed)
+        super().__init__(batch_size=batch_size, chunk_steps=chunk_steps, seed=seed, max_len=max_len)
         self.context_size = context_size
         self.xlen = xlen
         self.val_fraction = val_fraction

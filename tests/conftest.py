@@ -1,0 +1,70 @@
+"""Shared helpers: compose configs with Hydra's compose API, run the real CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from posenc_exp import CONFIG_DIR
+
+REPO = CONFIG_DIR.parent
+# Small, fast settings for CLI runs in tests; individual tests override what they check.
+FAST = ["trainer.max_epochs=3", "callbacks.progress_bar=null"]
+
+
+def compose_train(overrides: list[str] | None = None) -> DictConfig:
+    """The composed `train` config, as `python -m posenc_exp.train <overrides>` would see it."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides or [])
+
+
+def run_cli(*args: str, module: str = "posenc_exp.train", check: bool = True, timeout: float = 300):
+    """Run `python -m <module> <args>` from the repository root, one torch thread, and return the result."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def train_run(run_dir: Path, *overrides: str, check: bool = True):
+    """One training run into `run_dir` with the FAST settings."""
+    return run_cli(*FAST, f"hydra.run.dir={run_dir}", *overrides, check=check)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def read_events(run_dir: Path):
+    """TensorBoard's own reader over the event files of one run directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="session")
+def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real default-config CLI run (3 epochs), shared by the tests that read a run directory."""
+    run_dir = tmp_path_factory.mktemp("seed_run") / "run"
+    train_run(run_dir)
+    return run_dir
