@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
     )
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
         log_hparams(writer, hparams_of(cfg), ["train/loss", "val/loss"])
