@@ -100,15 +100,9 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     partial.replace(path)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, build, fit; write ``metrics.json`` into the run directory and return the metrics."""
-    validate(cfg)
-    threads = thread_budget(cfg)
-    if threads:
-        torch.set_num_threads(threads)
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Trainer]:
+    """Seed, then instantiate the datamodule (set up), the module and the trainer from a composed config."""
     L.seed_everything(cfg.seed, verbose=False)
-    started = time.perf_counter()
-
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
     module = PosEncModule(
@@ -118,6 +112,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Validate, build, fit; write ``metrics.json`` into the run directory and return the metrics."""
+    validate(cfg)
+    threads = thread_budget(cfg)
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    datamodule, module, trainer = build(cfg)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
         log_hparams(writer, hparams_of(cfg), ["train/loss", "val/loss"])
 
