@@ -1,0 +1,120 @@
+"""Framework overhead: the seed model trained through posenc-exp vs a minimal hand-written PyTorch loop.
+
+``python -m posenc_exp.bench overhead`` trains the same model, on the same data, with the same batch size,
+optimizer, thread count and number of optimizer steps, both ways, in one process, alternating repeats.
+The framework side is exactly what ``python -m posenc_exp.train`` builds (``train.build``): Trainer,
+progress bar, TensorBoard logger, encoding snapshots and checkpoints every epoch, one validation pass
+per epoch. The raw loop also validates once per epoch, and does nothing else.
+
+The ratio reported is ``median framework time / median raw-loop time``; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import tempfile
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from posenc_exp import CONFIG_DIR
+from posenc_exp.train import build
+
+
+def compose_config(batch_size: int | None, epochs: int, output_dir: str, extra: tuple[str, ...] = ()) -> DictConfig:
+    """The default training config at this batch size (``None``: the default one) and epoch count."""
+    overrides = [f"trainer.max_epochs={epochs}", f"paths.output_dir={output_dir}", *extra]
+    if batch_size is not None:
+        overrides.append(f"data.batch_size={batch_size}")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def time_framework(cfg: DictConfig) -> tuple[float, int]:
+    """Seconds for ``trainer.fit`` (console output swallowed) and the optimizer steps it took."""
+    datamodule, module, trainer = build(cfg)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        elapsed = time.perf_counter() - started
+    return elapsed, trainer.global_step
+
+
+def time_raw_loop(cfg: DictConfig) -> tuple[float, int]:
+    """The same training as a plain loop: shuffle, slice, forward, backward, step; validate each epoch."""
+    torch.manual_seed(cfg.seed)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    (x, y), (x_val, y_val) = datamodule.splits["train"], datamodule.splits["val"]
+    net = instantiate(cfg.model)
+    optimizer = instantiate(cfg.optimizer, _partial_=True)(net.parameters())
+    mse = torch.nn.functional.mse_loss
+    steps = 0
+    started = time.perf_counter()
+    for _ in range(cfg.trainer.max_epochs):
+        for index in torch.randperm(len(x)).split(cfg.data.batch_size):
+            loss = mse(net(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        with torch.no_grad():
+            mse(net(x_val), y_val)
+    return time.perf_counter() - started, steps
+
+
+def measure(batch_size: int, epochs: int, repeats: int) -> dict[str, float]:
+    framework, raw = [], []
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = compose_config(batch_size, epochs, output_dir)
+        time_raw_loop(cfg)  # warm-up: allocator, kernels, imports
+        for _ in range(repeats):
+            raw_s, raw_steps = time_raw_loop(cfg)
+            framework_s, framework_steps = time_framework(cfg)
+            if raw_steps != framework_steps:
+                raise RuntimeError(f"step counts differ: raw {raw_steps}, framework {framework_steps}")
+            raw.append(raw_s)
+            framework.append(framework_s)
+    result = {
+        "batch_size": batch_size,
+        "optimizer_steps": raw_steps,
+        "framework_s": statistics.median(framework),
+        "raw_s": statistics.median(raw),
+    }
+    result["ratio"] = result["framework_s"] / result["raw_s"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m posenc_exp.bench overhead", description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs-bs1", type=int, default=20, help="epochs at batch size 1 (72 steps each)")
+    parser.add_argument("--epochs-default", type=int, default=100, help="epochs at the default batch size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for both sides")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    default_batch = compose_config(None, 1, ".").data.batch_size
+    results = {
+        "bs1": measure(1, args.epochs_bs1, args.repeats),
+        "default": measure(default_batch, args.epochs_default, args.repeats),
+    }
+    for name, r in results.items():
+        print(
+            f"{name:>8}: batch {r['batch_size']:>3}, {r['optimizer_steps']} steps: framework {r['framework_s']:.3f} s, "
+            f"raw loop {r['raw_s']:.3f} s, ratio {r['ratio']:.2f}x"
+        )
+    summary = {f"ratio_{name}": round(r["ratio"], 3) for name, r in results.items()}
+    summary |= {f"{name}_{k}": round(v, 4) for name, r in results.items() for k, v in r.items() if k.endswith("_s")}
+    summary["threads"] = args.threads
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
