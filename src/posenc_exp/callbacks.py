@@ -6,9 +6,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from posenc_exp.encodings import PositionalEncoding
 from posenc_exp.images import heatmap_rgb
 
 
@@ -21,28 +23,49 @@ def tensorboard_writer(trainer: L.Trainer) -> Any | None:
 
 
 class EncodingSnapshot(L.Callback):
-    """At the end of every training epoch, log the encoding ``P`` (from ``net.encoding.snapshot()``):
+    """At the end of training epochs, log what ``net.encoding`` looks like, whatever its family.
 
-    - ``encoding/values``: a histogram of the entries of ``P``;
+    Through the encoding's own snapshot methods (see ``posenc_exp.encodings``):
+
+    - ``encoding/<name>`` histograms from ``snapshot_histograms()``: the table's entries as
+      ``encoding/values`` (learned, sinusoidal, t5), ``encoding/log10_frequency`` for RoPE;
+    - ``encoding/<name>`` images from ``snapshot_images()``: ``encoding/table`` (position x dimension) and
+      ``encoding/cosine_similarity`` (between positions) for tables, ``encoding/bias`` (each head's bias
+      over n x n positions, side by side) for ALiBi and T5, ``encoding/rotation`` (``cos(m theta_i)``,
+      position x frequency) for RoPE; nothing for NoPE.
+
+    and, for a trainable encoding with a ``snapshot()`` tensor ``P`` (learned, learnable sinusoidal, t5):
+
     - ``encoding/distance_from_init``: ``||P_e - P_0||_F``, the Frobenius distance from the initial value;
-    - ``encoding/history``: an image, position (rows) x epoch (columns), of each position's value
-      (the mean over the width of ``P`` when it is wider than one), on a diverging scale around 0.
+    - ``encoding/history``: an image, row of ``P`` (position, or T5 bucket) x epoch (columns), of each row's
+      value (its mean when ``P`` is wider than one), on a diverging scale around 0.
 
-    The per-epoch history is kept in the callback's state, so a resumed run continues its heatmap.
-    Without a TensorBoardLogger, or for an encoding with nothing to snapshot, it does nothing.
+    A fixed encoding (nothing to train) is logged once, at the first epoch. The per-epoch history is kept in
+    the callback's state, so a resumed run continues its heatmap. Without a TensorBoardLogger (e.g. under
+    ``fast_dev_run``) it does nothing.
     """
 
     def __init__(self, cell_pixels: int = 8) -> None:
         self.cell_pixels = cell_pixels
         self.history: list[list[float]] = []
+        self.logged_fixed = False
 
+    @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard_writer(trainer)
-        current: Tensor | None = pl_module.net.encoding.snapshot()
-        if writer is None or current is None or trainer.sanity_checking:
+        encoding: PositionalEncoding = pl_module.net.encoding
+        trainable = encoding.trainable
+        if writer is None or trainer.sanity_checking or (self.logged_fixed and not trainable):
             return
         step = trainer.current_epoch
-        writer.add_histogram("encoding/values", current, step)
+        for name, values in encoding.snapshot_histograms().items():
+            writer.add_histogram(f"encoding/{name}", values, step)
+        for name, image in encoding.snapshot_images().items():
+            writer.add_image(f"encoding/{name}", image, step, dataformats="HWC")
+        self.logged_fixed = True
+        current: Tensor | None = encoding.snapshot()
+        if not trainable or current is None:
+            return
         initial = pl_module.encoding_initial
         writer.add_scalar("encoding/distance_from_init", (current - initial).norm().item(), step)
         self.history.append(current.reshape(len(current), -1).mean(dim=1).tolist())

@@ -2,27 +2,55 @@
 
 Every encoding is an ``nn.Module`` with a class attribute ``acts_on``:
 
-- ``"input"``: added once to the input embeddings, ``x_i <- x_i + p_i`` (``forward(x)``);
-- ``"rotary"``: rotates queries and keys in every attention layer (``rotate(q, k)``);
-- ``"bias"``: an additive bias on the attention logits (``attention_bias(n_query, n_key)``).
+- ``"input"``: added once to the input embeddings, ``x_i <- x_i + p_i`` (``forward(x)``, ``x`` is
+  ``(batch, length, d_model)``): :class:`NoPE`, :class:`LearnedAbsolute`, :class:`Sinusoidal`;
+- ``"rotary"``: rotates queries and keys in every attention layer (``rotate(q, k)``, both
+  ``(batch, heads, length, d_head)``, positions ``0..length-1``): :class:`RoPE`;
+- ``"bias"``: an additive bias on the attention logits (``attention_bias(n_query, n_key)`` returns a float
+  ``(heads, n_query, n_key)`` tensor, meant as the float ``attn_mask`` of
+  ``torch.nn.functional.scaled_dot_product_attention``, i.e. added to the already scaled logits
+  ``q.k / sqrt(d_head)``; a causal model adds its causal mask itself): :class:`ALiBi`, :class:`T5Bias`.
+  Bias families are built once and shared by every layer; call ``attention_bias`` once per forward pass
+  and hand the result to all layers.
 
-``snapshot()`` returns the tensor worth watching during training (or ``None``) for the snapshot callback.
+For the snapshot callback (``posenc_exp.callbacks.EncodingSnapshot``) every encoding also offers:
+
+- ``snapshot()``: the tensor recorded in ``metrics.json`` and tracked over training (histogram, distance
+  from its initial value, per-row history), or ``None``: the table for :class:`LearnedAbsolute` and
+  :class:`Sinusoidal` (``(max_len, d_model)``), the bucket table for :class:`T5Bias`
+  (``(num_buckets, heads)``), ``None`` for :class:`NoPE`, :class:`RoPE` and :class:`ALiBi`, which have no
+  table (RoPE's frequencies and ALiBi's slopes are fixed and shown as images instead);
+- ``snapshot_histograms()``: name -> values for TensorBoard histograms;
+- ``snapshot_images()``: name -> ``(H, W, 3)`` uint8 image for TensorBoard.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from posenc_exp.images import heatmap_rgb, tile_heatmaps
+
+# Snapshot images show at most this many positions, and aim at about this many pixels per side.
+IMAGE_POSITIONS = 64
+IMAGE_PIXELS = 256
 
 
 class LengthError(ValueError):
     """An encoding was asked for a position it cannot represent."""
 
 
+def _cell(n_rows: int, n_cols: int, pixels: int = IMAGE_PIXELS) -> tuple[int, int]:
+    """Pixels per entry (1 to 8) so that ``n_rows x n_cols`` entries make an image about ``pixels`` a side."""
+    return (max(1, min(8, pixels // n_rows)), max(1, min(8, pixels // n_cols)))
+
+
 class PositionalEncoding(nn.Module):
-    """Base class: the identity encoding. Subclasses set ``acts_on`` and override one hook."""
+    """Base class: the identity encoding. Subclasses set ``acts_on`` and override their family's hook."""
 
     acts_on: ClassVar[str] = "input"
 
@@ -30,9 +58,31 @@ class PositionalEncoding(nn.Module):
         """Input families: ``x`` is ``(batch, length, d_model)``; returns ``x`` with positions added."""
         return x
 
+    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotary families: queries and keys ``(batch, heads, length, d_head)``, rotated by position."""
+        raise NotImplementedError(f"{type(self).__name__} acts on '{self.acts_on}', not on queries and keys")
+
+    def attention_bias(self, n_query: int, n_key: int) -> Tensor:
+        """Bias families: the float ``(heads, n_query, n_key)`` bias added to the attention logits."""
+        raise NotImplementedError(f"{type(self).__name__} acts on '{self.acts_on}', not on attention logits")
+
     def snapshot(self) -> Tensor | None:
         """The tensor the snapshot callback logs (detached, on CPU), or ``None`` when there is none."""
         return None
+
+    def snapshot_histograms(self) -> dict[str, Tensor]:
+        """Name -> values for TensorBoard histograms; by default the snapshot, as ``values``."""
+        current = self.snapshot()
+        return {} if current is None else {"values": current}
+
+    def snapshot_images(self) -> dict[str, np.ndarray]:
+        """Name -> ``(H, W, 3)`` uint8 image for TensorBoard; none by default."""
+        return {}
+
+    @property
+    def trainable(self) -> bool:
+        """Whether training can change this encoding (a fixed one is snapshotted once)."""
+        return any(p.requires_grad for p in self.parameters())
 
 
 class NoPE(PositionalEncoding):
@@ -43,27 +93,295 @@ class NoPE(PositionalEncoding):
     """
 
 
-class LearnedAbsolute(PositionalEncoding):
+class AbsoluteTable(PositionalEncoding):
+    """An absolute table ``P`` with one row per position, added to the input: ``x_i <- x_i + P_i``.
+
+    ``table`` holds the rows (a Parameter or a buffer); ``max_len`` rows are what ``snapshot()`` records.
+    """
+
+    option: ClassVar[str]  # the option name in conf/encoding, for error messages
+    table: Tensor
+    max_len: int
+
+    def rows(self, length: int) -> Tensor:
+        """The first ``length`` rows; :class:`LengthError` if the table has fewer."""
+        if length > len(self.table):
+            raise LengthError(
+                f"encoding={self.option} has a table of encoding.max_len={len(self.table)} positions (set from "
+                f"data.max_len) and cannot encode a sequence of length {length}; raise data.max_len or use an "
+                "encoding without a trained table (sinusoidal, rope, alibi, t5, none)"
+            )
+        return self.table[:length]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.rows(x.shape[-2]).to(x.dtype)
+
+    def snapshot(self) -> Tensor:
+        return self.table[: self.max_len].detach().cpu().clone()
+
+    def snapshot_images(self) -> dict[str, np.ndarray]:
+        """``table``: position (rows) x dimension; ``cosine_similarity``: ``cos(P_i, P_j)`` between positions."""
+        table = self.table[: min(self.max_len, IMAGE_POSITIONS)].detach().float().cpu()
+        unit = nn.functional.normalize(table, dim=1)
+        similarity = (unit @ unit.T).numpy()
+        return {
+            "table": heatmap_rgb(table.numpy(), _cell(*table.shape)),
+            "cosine_similarity": heatmap_rgb(similarity, _cell(*similarity.shape)),
+        }
+
+
+class LearnedAbsolute(AbsoluteTable):
     """A trainable absolute table ``P in R^{max_len x d_model}``: ``x_i <- x_i + P_i``.
 
     Initialised ``P_ij ~ N(0, init_std^2)``. With ``d_model = 1`` on the feed-forward model this is exactly
-    the seed's trainable vector of ``context_size`` values. Source: Gehring et al., "Convolutional Sequence
-    to Sequence Learning", ICML 2017 (learned position embeddings).
+    the seed's trainable vector of ``context_size`` values. Positions past ``max_len`` raise
+    :class:`LengthError`. Source: Gehring et al., "Convolutional Sequence to Sequence Learning", ICML 2017
+    (learned position embeddings).
     """
+
+    option = "learned"
 
     def __init__(self, max_len: int, d_model: int = 1, init_std: float = 1.0) -> None:
         super().__init__()
         self.max_len = max_len
         self.table = nn.Parameter(torch.randn(max_len, d_model) * init_std)
 
-    def forward(self, x: Tensor) -> Tensor:
-        length = x.shape[-2]
-        if length > self.max_len:
-            raise LengthError(
-                f"encoding=learned has max_len={self.max_len} positions and cannot encode a sequence of "
-                f"length {length}; raise encoding.max_len or use a relative encoding"
+
+def sinusoid_table(length: int, d_model: int, base: float = 10000.0) -> Tensor:
+    """``PE[pos, 2i] = sin(pos / base^(2i/d))``, ``PE[pos, 2i+1] = cos(pos / base^(2i/d))``, float32.
+
+    Computed in float64 so that long tables stay accurate. An odd ``d_model`` ends with a sine column.
+    """
+    position = torch.arange(length, dtype=torch.float64)[:, None]
+    column = torch.arange(d_model)
+    angle = position / base ** ((2 * (column // 2)).double() / d_model)
+    return torch.where(column % 2 == 0, angle.sin(), angle.cos()).float()
+
+
+class Sinusoidal(AbsoluteTable):
+    """The sinusoidal encoding of Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (Sec. 3.5)::
+
+        PE(pos, 2i)   = sin(pos / 10000^(2i / d_model))
+        PE(pos, 2i+1) = cos(pos / 10000^(2i / d_model)),    x_pos <- x_pos + PE(pos)
+
+    Fixed by default (a buffer, not saved in checkpoints): it serves any length, the table is extended on
+    demand; ``max_len`` only sizes the initial table and what ``snapshot()`` records. With
+    ``learnable=True`` the table is a Parameter of ``max_len`` rows initialised from the sinusoid, and
+    positions past it raise :class:`LengthError`. ``base`` is the paper's 10000.
+    """
+
+    option = "sinusoidal"
+
+    def __init__(self, d_model: int, max_len: int, learnable: bool = False, base: float = 10000.0) -> None:
+        super().__init__()
+        self.d_model, self.max_len, self.learnable, self.base = d_model, max_len, learnable, base
+        table = sinusoid_table(max_len, d_model, base)
+        if learnable:
+            self.table = nn.Parameter(table)
+        else:
+            self.register_buffer("table", table, persistent=False)
+
+    def rows(self, length: int) -> Tensor:
+        if not self.learnable and length > len(self.table):
+            self.table = sinusoid_table(max(length, 2 * len(self.table)), self.d_model, self.base).to(self.table.device)
+        return super().rows(length)
+
+
+class RoPE(PositionalEncoding):
+    """Rotary position embedding of Su et al., "RoFormer: Enhanced Transformer with Rotary Position
+    Embedding", 2021 (arXiv:2104.09864, Eq. 34).
+
+    Each query and key of head dimension ``d`` is split into ``d/2`` consecutive pairs
+    ``(x_{2i}, x_{2i+1})``; at position ``m`` pair ``i`` is rotated by the angle ``m * theta_i`` with
+    ``theta_i = base^(-2i/d)``, ``i = 0..d/2-1``, ``base = 10000``::
+
+        x'_{2i}   = x_{2i} cos(m theta_i) - x_{2i+1} sin(m theta_i)
+        x'_{2i+1} = x_{2i} sin(m theta_i) + x_{2i+1} cos(m theta_i)
+
+    The whole head dimension is rotated. Rotations preserve norms, and ``R_m q . R_n k = q . R_{n-m} k``
+    depends only on ``n - m``. Any length is served (the cos/sin cache grows on demand).
+    """
+
+    acts_on = "rotary"
+
+    def __init__(self, d_model: int, n_heads: int, max_len: int = IMAGE_POSITIONS, base: float = 10000.0) -> None:
+        super().__init__()
+        d_head = d_model // n_heads
+        if d_model % n_heads or d_head % 2:
+            raise ValueError(
+                f"encoding=rope rotates pairs of the head dimension model.d_model/model.n_heads="
+                f"{d_model}/{n_heads}; expected n_heads to divide d_model into an even head dimension"
             )
-        return x + self.table[:length]
+        self.max_len = max_len
+        frequencies = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+        self.register_buffer("frequencies", frequencies.float(), persistent=False)
+        self.register_buffer("angles", self._angles(max_len, frequencies), persistent=False)
+
+    def _angles(self, length: int, frequencies: Tensor) -> Tensor:
+        """``m * theta_i`` as ``(length, d_head/2)``, computed in float64 on the frequencies' device."""
+        position = torch.arange(length, dtype=torch.float64, device=frequencies.device)
+        return (position[:, None] * frequencies.double()[None, :]).float()
+
+    def cos_sin(self, length: int) -> tuple[Tensor, Tensor]:
+        """``cos(m theta_i)`` and ``sin(m theta_i)`` for ``m < length``, each ``(length, d_head/2)``."""
+        if length > len(self.angles):
+            self.angles = self._angles(max(length, 2 * len(self.angles)), self.frequencies)
+        angles = self.angles[:length]
+        return angles.cos(), angles.sin()
+
+    @staticmethod
+    def _rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        even, odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        cos, sin = self.cos_sin(max(q.shape[-2], k.shape[-2]))
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        n_q, n_k = q.shape[-2], k.shape[-2]
+        return self._rotate_pairs(q, cos[:n_q], sin[:n_q]), self._rotate_pairs(k, cos[:n_k], sin[:n_k])
+
+    def snapshot_histograms(self) -> dict[str, Tensor]:
+        """``log10_frequency``: ``log10 theta_i``, evenly spread over ``[-4 (d-2)/d, 0]``."""
+        return {"log10_frequency": self.frequencies.log10().cpu()}
+
+    def snapshot_images(self) -> dict[str, np.ndarray]:
+        """``rotation``: ``cos(m theta_i)``, position ``m`` (rows) x frequency ``i`` (columns)."""
+        cos, _ = self.cos_sin(min(self.max_len, IMAGE_POSITIONS))
+        return {"rotation": heatmap_rgb(cos.cpu().numpy(), _cell(*cos.shape))}
+
+
+class BiasEncoding(PositionalEncoding):
+    """Base of the bias families: an image of the bias of each head over ``n x n`` positions."""
+
+    acts_on = "bias"
+    max_len: int
+    causal: bool
+
+    def relative_distance(self, n_query: int, n_key: int, device: torch.device | None) -> Tensor:
+        """``i - j`` for query ``i`` and key ``j``, ``(n_query, n_key)`` int64.
+
+        Queries are the last ``n_query`` of the ``n_key`` positions (as in decoding with a cache); for
+        self-attention (``n_query == n_key``) query ``i`` is position ``i``.
+        """
+        query = torch.arange(n_key - n_query, n_key, device=device)
+        key = torch.arange(n_key, device=device)
+        return query[:, None] - key[None, :]
+
+    @torch.no_grad()
+    def snapshot_images(self) -> dict[str, np.ndarray]:
+        """``bias``: each head's bias over ``n x n`` positions (query rows, key columns), heads side by side
+        on one shared scale, ``n = min(max_len, 64)``."""
+        n = min(self.max_len, IMAGE_POSITIONS)
+        bias = self.attention_bias(n, n).float().cpu().numpy()
+        return {"bias": tile_heatmaps(list(bias), _cell(n, n, IMAGE_PIXELS // 2))}
+
+
+def alibi_slopes(n_heads: int) -> list[float]:
+    """ALiBi's head slopes (Press et al. 2022, Sec. 3 and the official implementation).
+
+    For ``H`` a power of two, the geometric sequence ``m_h = 2^(-8h/H)``, ``h = 1..H``. Otherwise, with
+    ``n`` the largest power of two below ``H``: the ``n`` slopes for ``n`` heads, followed by the first
+    ``H - n`` of every other slope (``m_1, m_3, m_5, ...``) of the ``2n``-head sequence.
+    """
+    if n_heads & (n_heads - 1) == 0:
+        return [2.0 ** (-8.0 * h / n_heads) for h in range(1, n_heads + 1)]
+    n = 2 ** math.floor(math.log2(n_heads))
+    return alibi_slopes(n) + alibi_slopes(2 * n)[0::2][: n_heads - n]
+
+
+class ALiBi(BiasEncoding):
+    """Attention with Linear Biases of Press et al., "Train Short, Test Long: Attention with Linear Biases
+    Enables Input Length Extrapolation", ICLR 2022.
+
+    Head ``h`` adds ``-m_h * (i - j)`` to the logit of query ``i`` and key ``j <= i``, slopes
+    ``m_h = 2^(-8h/H)`` (see :func:`alibi_slopes` for ``H`` not a power of two). The bias is added to the
+    scaled logits ``q.k / sqrt(d_head)`` and is not itself divided by ``sqrt(d_head)``. With
+    ``causal=True`` future keys (``j > i``, masked by the model) get 0; the paper is causal only, so for a
+    non-causal model this uses the symmetric ``-m_h * |i - j|``. Nothing is learned.
+    """
+
+    def __init__(self, n_heads: int, causal: bool = False, max_len: int = IMAGE_POSITIONS) -> None:
+        super().__init__()
+        self.n_heads, self.causal, self.max_len = n_heads, causal, max_len
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(n_heads))[:, None, None], persistent=False)
+        self._distance: tuple[tuple[int, int, torch.device], Tensor] | None = None
+
+    def distance(self, n_query: int, n_key: int) -> Tensor:
+        """``max(i - j, 0)`` (causal) or ``|i - j|`` as float, cached for the last shape and device."""
+        key = (n_query, n_key, self.slopes.device)
+        if self._distance is None or self._distance[0] != key:
+            distance = self.relative_distance(n_query, n_key, self.slopes.device)
+            distance = distance.clamp(min=0) if self.causal else distance.abs()
+            self._distance = (key, distance.float())
+        return self._distance[1]
+
+    def attention_bias(self, n_query: int, n_key: int) -> Tensor:
+        return -self.slopes * self.distance(n_query, n_key)
+
+
+def t5_bucket(relative_position: Tensor, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128) -> Tensor:
+    """The T5 relative-position bucket of ``relative_position = j - i`` (key minus query), int64.
+
+    Bidirectional: half the buckets per direction, keys before or at the query in ``[0, B/2)``, keys after
+    it in ``[B/2, B)``. Unidirectional: all ``B`` buckets for keys at or before the query; later keys fall
+    in bucket 0. Within a direction of ``b`` buckets, distances ``d < b/2`` get their own bucket ``d``;
+    larger ones are log-spaced up to ``max_distance``,
+    ``b/2 + floor(log(d / (b/2)) / log(max_distance / (b/2)) * (b - b/2))``, capped at ``b - 1``.
+    Source: Raffel et al. 2020 (T5), Sec. 2.1, and its reference implementation.
+    """
+    if bidirectional:
+        num_buckets //= 2
+        offset = (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        offset = torch.zeros_like(relative_position)
+        distance = (-relative_position).clamp(min=0)
+    max_exact = num_buckets // 2
+    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    far = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
+    return offset + torch.where(distance < max_exact, distance, far)
+
+
+class T5Bias(BiasEncoding):
+    """The learned relative bias of Raffel et al., "Exploring the Limits of Transfer Learning with a Unified
+    Text-to-Text Transformer", JMLR 2020 (T5), Sec. 2.1.
+
+    Head ``h`` adds ``b[bucket(j - i), h]`` to the logit of query ``i`` and key ``j``, with a learned table
+    ``b in R^{num_buckets x H}`` (``N(0, init_std^2)`` at init) and :func:`t5_bucket`: exact buckets for
+    small distances, log-spaced ones up to ``max_distance``, the last bucket beyond (so any length is
+    served). Bidirectional (half the buckets per direction) unless ``causal``. One instance is shared by all
+    layers, as in T5. ``snapshot()`` is the table ``b``.
+    """
+
+    def __init__(
+        self,
+        n_heads: int,
+        causal: bool = False,
+        num_buckets: int = 32,
+        max_distance: int = 128,
+        init_std: float = 0.1,
+        max_len: int = IMAGE_POSITIONS,
+    ) -> None:
+        super().__init__()
+        self.n_heads, self.causal, self.max_len = n_heads, causal, max_len
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.relative_bias = nn.Embedding(num_buckets, n_heads)
+        nn.init.normal_(self.relative_bias.weight, std=init_std)
+        self._buckets: tuple[tuple[int, int, torch.device], Tensor] | None = None
+
+    def buckets(self, n_query: int, n_key: int) -> Tensor:
+        """The ``(n_query, n_key)`` bucket indices, cached for the last shape and device."""
+        device = self.relative_bias.weight.device
+        key = (n_query, n_key, device)
+        if self._buckets is None or self._buckets[0] != key:
+            relative = -self.relative_distance(n_query, n_key, device)
+            buckets = t5_bucket(relative, not self.causal, self.num_buckets, self.max_distance)
+            self._buckets = (key, buckets)
+        return self._buckets[1]
+
+    def attention_bias(self, n_query: int, n_key: int) -> Tensor:
+        # Index the transposed (heads, buckets) table: the result is (heads, n_query, n_key), contiguous.
+        return self.relative_bias.weight.T[:, self.buckets(n_query, n_key)]
 
     def snapshot(self) -> Tensor:
-        return self.table.detach().cpu().clone()
+        return self.relative_bias.weight.detach().cpu().clone()
