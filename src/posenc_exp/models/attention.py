@@ -1,0 +1,229 @@
+"""A stack of self-attention layers with switches for softmax, residuals, normalisation, MLP and causality.
+
+Attention (Vaswani et al., "Attention Is All You Need", NeurIPS 2017, Sec. 3.2), per head ``h`` with
+``d_head = d_model / H``::
+
+    Q = X W_q,  K = X W_k,  V = X W_v                       (each (L, d_head) per head)
+    S = Q K^T / sqrt(d_head) + B                            (B: the encoding's bias, or 0)
+    softmax on:   A = softmax(S + M)                        (M: 0, or -inf above the diagonal if causal)
+    softmax off:  A_ij = S_ij [j attended by i] / n_i       (n_i = number of keys query i attends to)
+    head_h = A V,   Attn(X) = concat_h(head_h) W_o
+
+Rotary encodings rotate ``Q`` and ``K`` of every layer before ``S``; input encodings are added to the
+embedded input once; bias encodings give ``B`` (one module shared by all layers, computed once per forward).
+
+The softmax-off normalisation divides each row by the number of keys it attends to (``L``, or ``i + 1``
+when causal), so that the output scale does not grow with the sequence length; the map stays a cubic
+polynomial of ``X`` (when ``B = 0``), the object of the depth study's "linear collapse" question.
+
+A layer (Xiong et al., "On Layer Normalization in the Transformer Architecture", ICML 2020) with
+sublayers ``F`` in (attention, MLP), ``N`` a LayerNorm:
+
+- ``norm="pre"``:  ``X <- X + F(N(X))``, and a final ``N`` before the read-out;
+- ``norm="post"``: ``X <- N(X + F(X))`` (the original Transformer);
+- ``norm="none"``: ``X <- X + F(X)``.
+
+``residual=False`` drops the ``X +`` term (``F(N(X))``, ``N(F(X))`` or ``F(X)``). The MLP is
+``W_2 GELU(W_1 x)`` with hidden width ``mlp_ratio * d_model``.
+
+Inputs: scalars ``(B, L)`` (regression tasks, embedded by ``Linear(1, d_model)``) when ``vocab_size`` is
+``None``, else token ids ``(B, L)`` (embedded by ``nn.Embedding(vocab_size, d_model)``). Read-out:
+regression, a scalar ``Linear(d_model, 1)`` of the last position's state (the position that has seen the
+whole window, also under a causal mask), ``(B,)``; tokens, per-position logits ``(B, L, vocab_size)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from posenc_exp.encodings import PositionalEncoding
+
+NORMS = ("pre", "post", "none")
+
+
+@dataclass
+class Internals:
+    """What :meth:`AttentionStack.forward` returns with ``return_internals=True``, besides the output.
+
+    ``inputs``: the embedded input with an input encoding added, ``(B, L, d_model)``;
+    ``layers``: each layer's output, ``depth`` tensors ``(B, L, d_model)`` (before the final norm);
+    ``attention``: each layer's attention matrix ``A``, ``depth`` tensors ``(B, H, L, L)``
+    (probabilities with softmax on; the normalised scores with softmax off).
+    """
+
+    inputs: Tensor
+    layers: list[Tensor]
+    attention: list[Tensor]
+
+
+def causal_mask(n_query: int, n_key: int, device: torch.device) -> Tensor:
+    """Boolean ``(n_query, n_key)``, True where query ``i`` may attend key ``j``: ``j <= i + n_key - n_query``."""
+    return torch.ones(n_query, n_key, dtype=torch.bool, device=device).tril(n_key - n_query)
+
+
+def attention_matrix(q: Tensor, k: Tensor, bias: Tensor | None, causal: bool, softmax: bool) -> Tensor:
+    """The attention matrix ``A`` of the module docstring, written out: ``(B, H, L_q, L_k)``.
+
+    Softmax on: ``softmax(Q K^T / sqrt(d) + B + M)``. Softmax off: ``(Q K^T / sqrt(d) + B)`` with masked
+    entries set to 0 and each row divided by its number of attended keys.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        scores = scores + bias
+    n_query, n_key = scores.shape[-2:]
+    allowed = causal_mask(n_query, n_key, q.device) if causal else None
+    if softmax:
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return scores.softmax(dim=-1)
+    if allowed is None:
+        return scores / n_key
+    return scores.masked_fill(~allowed, 0.0) / allowed.sum(dim=-1, keepdim=True)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention ``Attn(X)`` of the module docstring.
+
+    With softmax on and no internals requested it calls ``F.scaled_dot_product_attention``: a bias ``B``
+    is passed as its float ``attn_mask`` (with ``-inf`` above the diagonal when causal), otherwise
+    ``is_causal`` selects the causal kernel. Set ``use_sdpa = False`` to compute ``A`` by hand on every
+    call (what the attention benchmark uses as the floor for bias families).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, softmax: bool = True, causal: bool = False) -> None:
+        super().__init__()
+        self.n_heads, self.softmax, self.causal = n_heads, softmax, causal
+        self.use_sdpa = True
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(
+        self, x: Tensor, encoding: PositionalEncoding, bias: Tensor | None, return_attention: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x``: ``(B, L, d_model)`` -> ``(Attn(x), A or None)``; ``A`` only when ``return_attention``."""
+        batch, length, d_model = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+        if encoding.acts_on == "rotary":
+            q, k = encoding.rotate(q, k)
+        weights = None
+        if self.softmax and self.use_sdpa and not return_attention:
+            if bias is not None and self.causal:
+                bias = bias.masked_fill(~causal_mask(length, length, x.device), float("-inf"))
+            heads = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=self.causal and bias is None)
+        else:
+            weights = attention_matrix(q, k, bias, self.causal, self.softmax)
+            heads = weights @ v
+        return self.out(heads.transpose(1, 2).reshape(batch, length, d_model)), weights
+
+
+class Block(nn.Module):
+    """One layer: attention then (optionally) an MLP, each wrapped by the ``norm`` and ``residual`` rule."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        softmax: bool,
+        residual: bool,
+        norm: str,
+        mlp: bool,
+        causal: bool,
+        mlp_ratio: int,
+    ) -> None:
+        super().__init__()
+        self.residual, self.norm = residual, norm
+        self.attention = SelfAttention(d_model, n_heads, softmax=softmax, causal=causal)
+        self.mlp = (
+            nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model))
+            if mlp
+            else None
+        )
+        n_sublayers = 2 if mlp else 1
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_sublayers if norm != "none" else 0))
+
+    def _wrap(self, index: int, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        """``x + F(N(x))`` (pre), ``N(x + F(x))`` (post) or ``x + F(x)`` (none); without ``x +`` if no residual."""
+        skip = x if self.residual else 0
+        if self.norm == "pre":
+            return skip + sublayer(self.norms[index](x))
+        if self.norm == "post":
+            return self.norms[index](skip + sublayer(x))
+        return skip + sublayer(x)
+
+    def forward(
+        self, x: Tensor, encoding: PositionalEncoding, bias: Tensor | None, return_attention: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        weights = None
+
+        def attend(h: Tensor) -> Tensor:
+            nonlocal weights
+            out, weights = self.attention(h, encoding, bias, return_attention)
+            return out
+
+        x = self._wrap(0, x, attend)
+        if self.mlp is not None:
+            x = self._wrap(1, x, self.mlp)
+        return x, weights
+
+
+class AttentionStack(nn.Module):
+    """Embedding, encoding, ``depth`` attention layers and a task read-out (see the module docstring)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        depth: int,
+        encoding: PositionalEncoding,
+        vocab_size: int | None = None,
+        softmax: bool = True,
+        residual: bool = True,
+        norm: str = "pre",
+        mlp: bool = True,
+        causal: bool = False,
+        mlp_ratio: int = 4,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"model.n_heads={n_heads} must divide model.d_model={d_model}")
+        if norm not in NORMS:
+            raise ValueError(f"model.norm={norm} is not one of {', '.join(NORMS)}")
+        self.d_model, self.n_heads, self.depth = d_model, n_heads, depth
+        self.vocab_size, self.causal, self.norm = vocab_size, causal, norm
+        self.encoding = encoding
+        self.embed = nn.Linear(1, d_model) if vocab_size is None else nn.Embedding(vocab_size, d_model)
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, softmax, residual, norm, mlp, causal, mlp_ratio) for _ in range(depth)
+        )
+        self.final_norm = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
+        self.readout = nn.Linear(d_model, 1 if vocab_size is None else vocab_size)
+
+    def embed_input(self, x: Tensor) -> Tensor:
+        """Scalars ``(B, L)`` or token ids ``(B, L)`` -> ``(B, L, d_model)``, with an input encoding added."""
+        h = self.embed(x.unsqueeze(-1)) if self.vocab_size is None else self.embed(x)
+        return self.encoding(h) if self.encoding.acts_on == "input" else h
+
+    def forward(self, x: Tensor, return_internals: bool = False) -> Tensor | tuple[Tensor, Internals]:
+        """``x`` ``(B, L)`` -> ``(B,)`` (regression) or ``(B, L, vocab_size)`` (tokens).
+
+        With ``return_internals=True`` also an :class:`Internals`; attention matrices are then computed
+        explicitly (the hand-written path), which is slower and meant for diagnostics only.
+        """
+        h = self.embed_input(x)
+        length = h.shape[1]
+        bias = self.encoding.attention_bias(length, length) if self.encoding.acts_on == "bias" else None
+        internals = Internals(inputs=h, layers=[], attention=[]) if return_internals else None
+        for block in self.blocks:
+            h, weights = block(h, self.encoding, bias, return_attention=return_internals)
+            if internals is not None:
+                internals.layers.append(h)
+                internals.attention.append(weights)
+        h = self.final_norm(h)
+        out = self.readout(h[:, -1]).squeeze(-1) if self.vocab_size is None else self.readout(h)
+        return (out, internals) if internals is not None else out
