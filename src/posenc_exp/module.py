@@ -64,7 +64,15 @@ class PosEncModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch[0][0], batch[1][0]
-        self.log("val/loss", self.loss(self.net(x), y), on_step=False, on_epoch=True, batch_size=len(y))
+        loss = self.loss(self.net(x), y)
+        # Checked before the epoch's checkpoints are written: finite weights can still overflow in the forward
+        # pass, and last.ckpt must stay the last state that evaluates to a finite loss.
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"validation loss became non-finite at epoch {self.current_epoch}; lower optimizer.lr "
+                "(the last good checkpoint is kept)"
+            )
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["encoding_initial"] = self.encoding_initial
