@@ -9,6 +9,11 @@ Attention (Vaswani et al., "Attention Is All You Need", NeurIPS 2017, Sec. 3.2),
     softmax off:  A_ij = S_ij [j attended by i] / n_i       (n_i = number of keys query i attends to)
     head_h = A V,   Attn(X) = concat_h(head_h) W_o
 
+``position_only=True`` (the depth study's control) computes queries and keys from the positions instead of
+the content, ``Q = P W_q``, ``K = P W_k`` with ``P`` the fixed sinusoid of positions ``0..L-1`` (Vaswani et
+al. 2017, Sec. 3.5), while ``V = X W_v`` still reads the content: ``A`` no longer depends on ``X``, so without
+residual, MLP and norm each layer is linear in ``X`` (plus the bias terms of ``W_v`` and ``W_o``).
+
 Rotary encodings rotate ``Q`` and ``K`` of every layer before ``S``; input encodings are added to the
 embedded input once; bias encodings give ``B`` (one module shared by all layers, computed once per forward).
 
@@ -42,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from posenc_exp.encodings import PositionalEncoding
+from posenc_exp.encodings import PositionalEncoding, sinusoid_table
 
 NORMS = ("pre", "post", "none")
 
@@ -96,9 +101,11 @@ class SelfAttention(nn.Module):
     call (what the attention benchmark uses as the floor for bias families).
     """
 
-    def __init__(self, d_model: int, n_heads: int, softmax: bool = True, causal: bool = False) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, softmax: bool = True, causal: bool = False, position_only: bool = False
+    ) -> None:
         super().__init__()
-        self.n_heads, self.softmax, self.causal = n_heads, softmax, causal
+        self.n_heads, self.softmax, self.causal, self.position_only = n_heads, softmax, causal, position_only
         self.use_sdpa = True
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
@@ -109,6 +116,9 @@ class SelfAttention(nn.Module):
         """``x``: ``(B, L, d_model)`` -> ``(Attn(x), A or None)``; ``A`` only when ``return_attention``."""
         batch, length, d_model = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+        if self.position_only:
+            positions = sinusoid_table(length, d_model).to(x).expand(batch, length, d_model)
+            q, k, _ = self.qkv(positions).view(batch, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
         if encoding.acts_on == "rotary":
             q, k = encoding.rotate(q, k)
         weights = None
@@ -135,10 +145,11 @@ class Block(nn.Module):
         mlp: bool,
         causal: bool,
         mlp_ratio: int,
+        position_only: bool = False,
     ) -> None:
         super().__init__()
         self.residual, self.norm = residual, norm
-        self.attention = SelfAttention(d_model, n_heads, softmax=softmax, causal=causal)
+        self.attention = SelfAttention(d_model, n_heads, softmax=softmax, causal=causal, position_only=position_only)
         self.mlp = (
             nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model))
             if mlp
@@ -188,6 +199,7 @@ class AttentionStack(nn.Module):
         mlp: bool = True,
         causal: bool = False,
         mlp_ratio: int = 4,
+        position_only: bool = False,
     ) -> None:
         super().__init__()
         if d_model % n_heads:
@@ -199,7 +211,8 @@ class AttentionStack(nn.Module):
         self.encoding = encoding
         self.embed = nn.Linear(1, d_model) if vocab_size is None else nn.Embedding(vocab_size, d_model)
         self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, softmax, residual, norm, mlp, causal, mlp_ratio) for _ in range(depth)
+            Block(d_model, n_heads, softmax, residual, norm, mlp, causal, mlp_ratio, position_only)
+            for _ in range(depth)
         )
         self.final_norm = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
         self.readout = nn.Linear(d_model, 1 if vocab_size is None else vocab_size)
