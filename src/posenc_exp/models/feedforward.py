@@ -38,7 +38,8 @@ class FeedForward(nn.Module):
     @torch.no_grad()
     def fold_encoding(self) -> FeedForward:
         """An equivalent network with no encoding and first bias ``b1' = b1 + W1 p``."""
-        position = self.encoding(torch.zeros(1, self.context_size, 1)).reshape(self.context_size)
+        zeros = self.hidden.weight.new_zeros(1, self.context_size, 1)
+        position = self.encoding(zeros).reshape(self.context_size)
         folded = copy.deepcopy(self)
         folded.encoding = NoPE()
         folded.hidden.bias += self.hidden.weight @ position
