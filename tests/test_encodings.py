@@ -112,6 +112,18 @@ def test_rope_rotates_pair_i_by_position_times_base_power() -> None:
     assert rotated[0, 0, m, 2 * i + 1].item() == pytest.approx(math.sin(angle), abs=1e-6)
 
 
+def test_rope_takes_strided_views_and_low_precision() -> None:
+    rope = RoPE(d_model=16, n_heads=2)
+    fused = torch.randn(2, 10, 3 * 16)  # a fused q|k|v projection, split and moved to (batch, heads, L, d)
+    q, k, _ = (part.unflatten(-1, (2, 8)).transpose(1, 2) for part in fused.split(16, dim=-1))
+    assert not q.is_contiguous()
+    for rotated, original in zip(rope.rotate(q, k), rope.rotate(q.contiguous(), k.contiguous()), strict=True):
+        torch.testing.assert_close(rotated, original)
+    q_half, _ = rope.rotate(q.bfloat16(), k.bfloat16())
+    assert q_half.dtype == torch.bfloat16
+    torch.testing.assert_close(q_half.float(), rope.rotate(q, k)[0], rtol=0.02, atol=0.02)
+
+
 def test_rope_needs_an_even_head_dimension() -> None:
     with pytest.raises(ValueError, match=r"model\.d_model/model\.n_heads=12/4"):
         RoPE(d_model=12, n_heads=4)
