@@ -20,10 +20,11 @@ REPO = CONFIG_DIR.parent
 FAST = ["trainer.max_epochs=3", "callbacks.progress_bar=null"]
 
 
-def compose_train(overrides: list[str] | None = None) -> DictConfig:
-    """The composed `train` config, as `python -m posenc_exp.train <overrides>` would see it."""
+def compose_train(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
+    """The composed `train` config, as `python -m posenc_exp.train <overrides>` would see it (with the `hydra`
+    node, e.g. `hydra.runtime.choices`, when `return_hydra_config`)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides or [])
+        return compose(config_name="train", overrides=overrides or [], return_hydra_config=return_hydra_config)
 
 
 def run_cli(*args: str, module: str = "posenc_exp.train", check: bool = True, timeout: float = 300):
@@ -64,7 +65,26 @@ def read_events(run_dir: Path):
 
 @pytest.fixture(scope="session")
 def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real default-config CLI run (3 epochs), shared by the tests that read a run directory."""
+    """One real default-config CLI run (3 epochs), shared by the tests that read a run directory.
+
+    Its console output is kept next to it, in `console.txt` (stdout) and `console_err.txt` (stderr)."""
     run_dir = tmp_path_factory.mktemp("seed_run") / "run"
-    train_run(run_dir)
+    result = train_run(run_dir)
+    (run_dir.parent / "console.txt").write_text(result.stdout)
+    (run_dir.parent / "console_err.txt").write_text(result.stderr)
     return run_dir
+
+
+# A small real sweep: encoding x width x seed, where width 0 is a bad value only some jobs have (4 of 12 jobs
+# fail, 8 finish: 2 seeds in each of 4 cells). Run with the joblib launcher, 2 jobs at once.
+SMALL_SWEEP = [*FAST, "encoding=none,learned", "model.n_hidden=0,4,8", "seed=0,1"]
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep directory of SMALL_SWEEP; its console output is kept beside it in `console.txt`."""
+    sweep_dir = tmp_path_factory.mktemp("small_sweep") / "sweep"
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    result = run_cli("-m", *launcher, *SMALL_SWEEP, f"hydra.sweep.dir={sweep_dir}")
+    (sweep_dir.parent / "console.txt").write_text(result.stdout + result.stderr)
+    return sweep_dir
