@@ -57,6 +57,8 @@ class EncodingSnapshot(L.Callback):
         trainable = encoding.trainable
         if writer is None or trainer.sanity_checking or (self.logged_fixed and not trainable):
             return
+        if not trainer.is_global_zero:  # DDP: the ranks hold the same encoding; rank 0 alone writes it
+            return
         step = trainer.current_epoch
         for name, values in encoding.snapshot_histograms().items():
             writer.add_histogram(f"encoding/{name}", values, step)

@@ -22,7 +22,8 @@ class PosEncModule(L.LightningModule):
 
     Training uses manual optimization over a chunk of mini-batches (see ``posenc_exp.data.base``): one
     optimizer step per mini-batch, loss ``MSE(f(x), y)``. The loss stays on the device during the chunk;
-    a single finiteness check per chunk is the only host sync.
+    a single finiteness check per chunk is the only host sync. Under DDP every logged value is reduced over
+    the ranks once, at epoch end (``sync_dist=True`` on epoch-level logs).
     """
 
     def __init__(self, net: dict[str, Any], optimizer: dict[str, Any]) -> None:
@@ -60,7 +61,7 @@ class PosEncModule(L.LightningModule):
                 f"training loss became non-finite at epoch {self.current_epoch}, step {self.global_step}; "
                 "lower optimizer.lr (the last good checkpoint is kept)"
             )
-        self.log("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch[0][0], batch[1][0]
@@ -72,7 +73,7 @@ class PosEncModule(L.LightningModule):
                 f"validation loss became non-finite at epoch {self.current_epoch}; lower optimizer.lr "
                 "(the last good checkpoint is kept)"
             )
-        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["encoding_initial"] = self.encoding_initial

@@ -6,9 +6,9 @@ with ``hydra.utils.instantiate``, fits, writes ``metrics.json`` and returns the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +27,7 @@ from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.config import ConfigError, check_group_choices, validate
 from posenc_exp.encodings import LengthError
 from posenc_exp.module import NonFiniteLossError, PosEncModule
+from posenc_exp.report import FAILURE_FILE, METRICS_FILE
 
 # Errors that are the user's input, reported as one line rather than a traceback.
 USER_ERRORS = (ConfigError, NonFiniteLossError, LengthError)
@@ -34,17 +35,29 @@ OBJECTIVE = "val/loss"
 
 
 def thread_budget(cfg: DictConfig) -> int | None:
-    """Torch threads for this job: ``cfg.threads`` if set; under the joblib launcher, the cores divided
-    among the parallel jobs (at least 1); otherwise ``None`` (torch's default)."""
+    """Torch threads for each process of this job, or ``None`` for torch's default.
+
+    ``cfg.threads`` if set. Otherwise the usable cores (``joblib.cpu_count()``: affinity and cgroup quotas
+    respected) divided among the processes that run at once: under the joblib launcher its
+    ``hydra.launcher.n_jobs`` parallel jobs (joblib's meaning: -1 all cores, -2 all but one, None one),
+    times the ranks of a DDP-on-CPU trainer; under submitit, ``hydra.launcher.cpus_per_task`` if set.
+    """
     if cfg.get("threads"):
         return int(cfg.threads)
-    if HydraConfig.initialized():
-        launcher = HydraConfig.get().launcher
-        if "joblib" in str(launcher.get("_target_", "")):
-            cores = os.cpu_count() or 1
-            n_jobs = launcher.get("n_jobs") or cores
-            return max(1, cores // (cores if n_jobs < 0 else n_jobs))
-    return None
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    target = str(launcher.get("_target_", ""))
+    if "submitit" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    ranks = devices if OmegaConf.select(cfg, "trainer.accelerator") == "cpu" and isinstance(devices, int) else 1
+    n_jobs = (launcher.get("n_jobs") or 1) if "joblib" in target else 1
+    if n_jobs == 1 and ranks <= 1:
+        return None
+    from joblib import cpu_count
+
+    cores = cpu_count()
+    jobs = max(1, cores + 1 + n_jobs) if n_jobs < 0 else n_jobs
+    return max(1, cores // (jobs * max(1, ranks)))
 
 
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
@@ -100,6 +113,61 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     partial.replace(path)
 
 
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+
+
+def job_overrides() -> list[str]:
+    """This job's overrides, sweep values included (what ``.hydra/overrides.yaml`` holds)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def check_distributed_sweep(cfg: DictConfig) -> None:
+    """Refuse Lightning's ``ddp`` over several processes inside ``-m``, except under Slurm.
+
+    ``ddp`` starts ranks 1.. by re-running the command line (``sys.argv``); inside ``-m`` that reruns the
+    whole sweep in every rank. Under the submitit_slurm launcher each Slurm task is a rank started by
+    srun and Lightning re-runs nothing.
+    """
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    if not is_multirun() or strategy not in ("ddp", "ddp_find_unused_parameters_true"):
+        return
+    if OmegaConf.select(cfg, "trainer.devices") == 1 and OmegaConf.select(cfg, "trainer.num_nodes", default=1) == 1:
+        return
+    if str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher"):
+        return
+    raise ConfigError(
+        f"trainer.strategy={strategy} is not allowed inside -m on one machine: Lightning re-runs the command "
+        "for every rank, which would rerun the whole sweep; run DDP jobs one command at a time, or sweep with "
+        "hydra/launcher=submitit_slurm hydra.launcher.tasks_per_node=<trainer.devices>"
+    )
+
+
+def finished_metrics(cfg: DictConfig) -> dict[str, Any] | None:
+    """In a sweep, this job's results from an earlier run of the same command: ``metrics.json`` already in
+    its directory. ``None`` with ``force=true`` or without the file. A file from other overrides means a
+    different sweep in the same ``hydra.sweep.dir``: a :class:`ConfigError`, never a silent overwrite."""
+    path = Path(cfg.paths.output_dir) / METRICS_FILE
+    if cfg.get("force") or not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    unforced = lambda overrides: [o for o in overrides if o.lstrip("+").partition("=")[0] != "force"]  # noqa: E731
+    if "overrides" in metrics and unforced(metrics["overrides"]) != unforced(job_overrides()):
+        raise ConfigError(
+            f"{path} holds the results of other overrides ({' '.join(metrics['overrides'])}): resume with the "
+            "same sweep command, choose another hydra.sweep.dir, or force=true to overwrite"
+        )
+    return metrics
+
+
+def record_failure(cfg: DictConfig, error: BaseException) -> None:
+    """``error.txt`` in a failed sweep job's directory: the report lists the job with this line."""
+    line = str(error) if isinstance(error, USER_ERRORS) else f"{type(error).__name__}: {error}"
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / FAILURE_FILE).write_text(line.splitlines()[0] if line else type(error).__name__)
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Trainer]:
     """Seed, then instantiate the datamodule (set up), the module and the trainer from a composed config."""
     L.seed_everything(cfg.seed, verbose=False)
@@ -118,6 +186,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build, fit; write ``metrics.json`` into the run directory and return the metrics."""
     validate(cfg)
+    check_distributed_sweep(cfg)
     threads = thread_budget(cfg)
     if threads:
         torch.set_num_threads(threads)
@@ -138,30 +207,67 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
         "wall_time_s": round(time.perf_counter() - started, 3),
+        "threads": torch.get_num_threads(),
+        "overrides": job_overrides(),
         "encoding_initial": encoding_as_list(module.encoding_initial),
         "encoding_final": encoding_as_list(module.net.encoding.snapshot()),
     }
     if trainer.is_global_zero:
-        write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics)
         print_summary(metrics)
     return metrics
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
-    """Hydra's entry point; returns the objective (validation loss) for sweepers such as Optuna."""
+    """Hydra's entry point; returns the objective (validation loss) for sweepers such as Optuna.
+
+    In a sweep (``-m``): a job whose directory has ``metrics.json`` is skipped (its stored loss returned)
+    unless ``force=true``, so rerunning a sweep command resumes it; a failed job writes ``error.txt``.
+    """
+    multirun = is_multirun()
     try:
+        if multirun:
+            (Path(cfg.paths.output_dir) / FAILURE_FILE).unlink(missing_ok=True)
+            if (finished := finished_metrics(cfg)) is not None:
+                print(f"skip: {cfg.paths.output_dir} already has {METRICS_FILE} (force=true reruns it)")
+                return finished["val_loss"]
         return train(cfg)["val_loss"]
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
-        if HydraConfig.get().mode.name == "MULTIRUN":
+        if multirun:
+            record_failure(cfg, error)
             return math.nan  # one failed job must not take the rest of the sweep down with it
         sys.exit(1)
+    except Exception as error:
+        if multirun:
+            record_failure(cfg, error)
+        raise
+
+
+# Sweepers shipped as optional extras: the plugin module Hydra needs, and how to install it.
+SWEEPER_PLUGINS = {"optuna": ("hydra_plugins.hydra_optuna_sweeper", "pip install -e '.[optuna]'")}
+
+
+def check_sweeper_plugins(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """One error line, before Hydra's screenful, when ``hydra/sweeper=<name>`` or an ``hparams_search``
+    option that selects it needs a sweeper plugin that is not installed."""
+    for override in overrides:
+        key, _, option = override.lstrip("+").partition("=")
+        sweepers = [option] if key == "hydra/sweeper" else []
+        if key == "hparams_search" and (preset := config_dir / key / f"{option}.yaml").is_file():
+            defaults = OmegaConf.load(preset).get("defaults") or []
+            sweepers = [e[k] for e in defaults if isinstance(e, DictConfig) for k in e if k.endswith("hydra/sweeper")]
+        for sweeper in sweepers:
+            module, install = SWEEPER_PLUGINS.get(sweeper, (None, None))
+            if module and importlib.util.find_spec(module) is None:
+                raise ConfigError(f"{override} needs the {sweeper} sweeper plugin, which is not installed: {install}")
 
 
 def main() -> None:
     try:
         check_group_choices(sys.argv[1:])
+        check_sweeper_plugins(sys.argv[1:])
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

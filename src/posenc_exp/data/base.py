@@ -29,7 +29,8 @@ class ChunkedBatches:
     comes last as a chunk of one. The permutation of epoch ``e`` depends only on ``(seed, e)``; ``e`` comes
     from ``epoch_of()`` (the trainer's epoch, so a resumed run sees the same batches as an uninterrupted
     one) or, without it, counts the passes over the data. Under ``torch.distributed`` each rank takes every
-    ``world_size``-th full mini-batch and the short one is dropped, so ranks step in lockstep.
+    ``world_size``-th full mini-batch and the short one is dropped, so ranks step in lockstep; with
+    ``shard=False`` every rank sees every batch (the validation splits: each rank evaluates the whole split).
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class ChunkedBatches:
         shuffle: bool = True,
         seed: int = 0,
         epoch_of: Callable[[], int] | None = None,
+        shard: bool = True,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = min(batch_size, len(x))
@@ -48,6 +50,7 @@ class ChunkedBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.epoch_of = epoch_of
+        self.shard = shard
         self.passes = 0
 
     def _batches(self, epoch: int) -> list[Tensor]:
@@ -57,7 +60,7 @@ class ChunkedBatches:
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        rank, world = _rank_and_world()
+        rank, world = _rank_and_world() if self.shard else (0, 1)
         n_full = n // self.batch_size // world * world
         full = order[: n_full * self.batch_size].view(n_full, self.batch_size)[rank::world]
         batches = list(full.split(self.chunk_steps))
@@ -109,7 +112,7 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def _whole(self, split: str) -> ChunkedBatches:
         x, y = self.splits[split]
-        return ChunkedBatches(x, y, len(x), shuffle=False)
+        return ChunkedBatches(x, y, len(x), shuffle=False, shard=False)
 
     def val_dataloader(self) -> ChunkedBatches:
         return self._whole("val")
