@@ -249,9 +249,11 @@ def sweep_state(sweep_dir: Path, runs: list[Run], now: float | None = None) -> S
     not_started = max(0, expected - len(runs)) if expected else 0
     done = sum(r.finished for r in runs)
     counts = f"{done} of {expected or len(runs)} jobs finished"
-    status_file = sweep_dir / STATUS_FILE
-    if status_file.is_file():
-        status = json.loads(status_file.read_text())
+    try:
+        status = json.loads((sweep_dir / STATUS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        status = None  # no marker (or an unreadable one): recent activity decides, below
+    if isinstance(status, dict) and {"state", "pid", "host"} <= set(status):
         if status["state"] == "finished":
             return SweepState(not_started > 0, f"finished: {counts}", running=False)
         if status["host"] != socket.gethostname() or process_alive(int(status["pid"])):
