@@ -92,14 +92,17 @@ def test_run_directory_contract(seed_run: Path) -> None:
 
 
 def test_every_checkpoint_loads_weights_only_and_rebuilds_the_module(seed_run: Path) -> None:
+    """Init args are primitives, so ``weights_only=True`` loads them and rebuilds the module; last.ckpt holds
+    the final encoding."""
     paths = sorted((seed_run / "checkpoints").glob("*.ckpt"))
     assert len(paths) == 2
+    modules = {}
     for path in paths:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        module = PosEncModule(**checkpoint["hyper_parameters"])
-        module.load_state_dict(checkpoint["state_dict"])
+        modules[path.name] = PosEncModule(**checkpoint["hyper_parameters"])
+        modules[path.name].load_state_dict(checkpoint["state_dict"])
     final = torch.tensor(read_metrics(seed_run)["encoding_final"])
-    assert torch.equal(module.net.encoding.snapshot().squeeze(-1), final)  # last.ckpt sorts last
+    assert torch.equal(modules["last.ckpt"].net.encoding.snapshot().squeeze(-1), final)
 
 
 def test_console_prints_the_encoding_table_and_final_losses(seed_run: Path) -> None:
