@@ -27,6 +27,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.val_fraction": (lambda v: 0 < v < 1, "a fraction strictly between 0 and 1"),
     "optimizer.lr": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
     "trainer.max_epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "model.d_model": (lambda v: v >= 1, "an integer >= 1"),
+    "model.n_heads": (lambda v: v >= 1, "an integer >= 1"),
+    "model.depth": (lambda v: v >= 1, "an integer >= 1"),
+    "model.mlp_ratio": (lambda v: v >= 1, "an integer >= 1"),
+    "model.norm": (lambda v: v in ("pre", "post", "none"), "one of pre, post, none"),
+    "data.length": (lambda v: v >= 1, "an integer >= 1"),
+    "data.n_train": (lambda v: v >= 1, "an integer >= 1"),
+    "data.n_val": (lambda v: v >= 1, "an integer >= 1"),
+    "data.eval_factors": (lambda v: len(v) > 0 and all(f > 0 for f in v), "a non-empty list of factors > 0"),
 }
 
 
@@ -39,8 +48,90 @@ def validate(cfg: DictConfig) -> None:
     xlen, context = OmegaConf.select(cfg, "data.xlen"), OmegaConf.select(cfg, "data.context_size")
     if xlen is not None and xlen <= context:
         raise ConfigError(f"data.xlen={xlen} is not allowed: expected an integer > data.context_size={context}")
+    check_combination(cfg)
     if cfg.get("ckpt_path"):
         check_checkpoint(cfg.ckpt_path)
+
+
+def _option(cfg: DictConfig, group: str) -> str:
+    """``group=option`` as the user chose it (from Hydra's runtime choices), else ``group._target_=...``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and group in HydraConfig.get().runtime.choices:
+        return f"{group}={HydraConfig.get().runtime.choices[group]}"
+    return f"{group}._target_={cfg[group]._target_}"
+
+
+def check_combination(cfg: DictConfig) -> None:
+    """Model / task / encoding combinations that cannot work, each as one :class:`ConfigError` line.
+
+    The feed-forward model reads a fixed window of scalars through input-added encodings only; token tasks
+    are trained with teacher forcing and need a causal model; heads must divide the width (and RoPE needs
+    an even head width); a trained position table must cover ``data.max_len``, and ``data.max_len`` the
+    longest evaluation input; then the task's own checks (``check_config``).
+    """
+    from hydra.utils import get_class
+
+    from posenc_exp.data.lengths import eval_lengths
+    from posenc_exp.encodings import AbsoluteTable, Sinusoidal
+    from posenc_exp.models import FeedForward
+
+    if "data" not in cfg or "model" not in cfg:
+        return
+    task = get_class(cfg.data._target_)
+    model = get_class(cfg.model._target_)
+    encoding = get_class(cfg.encoding._target_) if cfg.get("encoding") else None
+    data, model_name, data_name = cfg.data, _option(cfg, "model"), _option(cfg, "data")
+    if issubclass(model, FeedForward):
+        if task.task != "regression":
+            raise ConfigError(
+                f"{model_name} reads windows of scalars and cannot serve the token task {data_name}: "
+                "use model=attention"
+            )
+        if encoding is not None and encoding.acts_on != "input":
+            raise ConfigError(
+                f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
+                f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
+            )
+        if "eval_factors" in data and eval_lengths(data.length, data.eval_factors) != [data.length]:
+            raise ConfigError(
+                f"{model_name} reads exactly data.length={data.length} values and cannot be evaluated "
+                f"at data.eval_factors={list(data.eval_factors)}: set data.eval_factors=[1.0] or use "
+                "model=attention"
+            )
+    if task.task == "tokens" and not cfg.model.get("causal", False):
+        raise ConfigError(
+            f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
+        )
+    d_model, n_heads = cfg.model.get("d_model"), cfg.model.get("n_heads")
+    if d_model is not None and n_heads is not None:
+        if d_model % n_heads:
+            raise ConfigError(f"model.n_heads={n_heads} does not divide model.d_model={d_model}")
+        if encoding is not None and encoding.acts_on == "rotary" and (d_model // n_heads) % 2:
+            raise ConfigError(
+                f"{_option(cfg, 'encoding')} rotates pairs of dimensions: the head width "
+                f"model.d_model/model.n_heads={d_model}/{n_heads} must be even"
+            )
+    trained_table = (
+        encoding is not None
+        and issubclass(encoding, AbsoluteTable)
+        and not (issubclass(encoding, Sinusoidal) and not cfg.encoding.get("learnable", False))
+    )
+    if trained_table and cfg.encoding.max_len < data.max_len:
+        raise ConfigError(
+            f"encoding.max_len={cfg.encoding.max_len} is shorter than data.max_len={data.max_len}, "
+            "the longest input evaluated: a trained table has no rows past its length; leave "
+            "encoding.max_len at ${data.max_len}"
+        )
+    if "eval_factors" in data and hasattr(task, "longest_input"):
+        longest = task.longest_input(data.length, list(data.eval_factors))
+        if data.max_len < longest:
+            raise ConfigError(
+                f"data.max_len={data.max_len} is shorter than the longest evaluation input ({longest} "
+                "positions, from data.length and data.eval_factors): leave data.max_len at its default"
+            )
+    if hasattr(task, "check_config"):
+        task.check_config(data)
 
 
 def check_checkpoint(path: str) -> None:

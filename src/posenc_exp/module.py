@@ -8,6 +8,9 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_exact_match
+
+from posenc_exp.data.tokens import IGNORE
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -21,22 +24,55 @@ class PosEncModule(L.LightningModule):
     hold only primitives and load with ``torch.load(path, weights_only=True)``.
 
     Training uses manual optimization over a chunk of mini-batches (see ``posenc_exp.data.base``): one
-    optimizer step per mini-batch, loss ``MSE(f(x), y)``. The loss stays on the device during the chunk;
-    a single finiteness check per chunk is the only host sync. Under DDP every logged value is reduced over
-    the ranks once, at epoch end (``sync_dist=True`` on epoch-level logs).
+    optimizer step per mini-batch, loss ``MSE(f(x), y)`` for ``task="regression"`` and the token-mean
+    cross-entropy over targets other than ``IGNORE`` for ``task="tokens"``. The loss stays on the device
+    during the chunk; a single finiteness check per chunk is the only host sync. Under DDP every logged value
+    is reduced over the ranks once, at epoch end (``sync_dist=True`` on epoch-level logs).
+
+    Validation: one dataloader per length of ``eval_lengths`` (the task's unit: window values or items),
+    logged as ``val/<metric>@len=<n>``; the training length ``train_length`` is also logged without the
+    suffix (``val/loss`` is what checkpoints monitor). Metrics: ``loss``; with a known ``loss_floor`` (the
+    best achievable loss), ``loss_gap = loss - loss_floor``; for token tasks ``acc``, the accuracy over
+    answer tokens, and ``seq_acc``, the share of sequences whose answer tokens are all right (torchmetrics'
+    micro accuracy and exact match, ignoring ``IGNORE``).
     """
 
-    def __init__(self, net: dict[str, Any], optimizer: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any],
+        task: str = "regression",
+        train_length: int | None = None,
+        eval_lengths: list[int] | None = None,
+        loss_floor: float | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net: nn.Module = instantiate(net)
         self.encoding_initial: Tensor | None = None
+        self.task, self.loss_floor = task, loss_floor
+        self.train_length = train_length
+        self.eval_lengths = list(eval_lengths) if eval_lengths else []
+
+    def metric_names(self) -> list[str]:
+        """The validation metrics, per length: ``loss`` (+ ``loss_gap``) or ``loss``, ``acc``, ``seq_acc``."""
+        if self.task == "tokens":
+            return ["loss", "acc", "seq_acc"]
+        return ["loss", "loss_gap"] if self.loss_floor is not None else ["loss"]
+
+    def validation_tags(self) -> list[str]:
+        """Every validation tag this module logs, e.g. ``val/loss`` and ``val/acc@len=40``."""
+        names = self.metric_names()
+        per_length = [f"val/{name}@len={n}" for n in self.eval_lengths for name in names]
+        return [f"val/{name}" for name in names] + per_length
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        if self.task == "tokens":
+            return nn.functional.cross_entropy(prediction.flatten(0, 1), target.flatten(), ignore_index=IGNORE)
         return nn.functional.mse_loss(prediction, target)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -63,9 +99,25 @@ class PosEncModule(L.LightningModule):
             )
         self.log("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch[0][0], batch[1][0]
-        loss = self.loss(self.net(x), y)
+        length = self.eval_lengths[dataloader_idx] if self.eval_lengths else self.train_length
+        prediction = self.net(x)
+        loss = self.loss(prediction, y)
+        metrics = {"loss": loss}
+        if self.loss_floor is not None:
+            metrics["loss_gap"] = loss - self.loss_floor
+        if self.task == "tokens":
+            predicted, n_classes = prediction.argmax(dim=-1), prediction.shape[-1]
+            metrics["acc"] = multiclass_accuracy(predicted, y, n_classes, average="micro", ignore_index=IGNORE)
+            metrics["seq_acc"] = multiclass_exact_match(predicted, y, n_classes, ignore_index=IGNORE)
+        for name, value in metrics.items() if self.eval_lengths else ():
+            self.log(f"val/{name}@len={length}", value, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
+        if length != self.train_length:
+            return  # extrapolation may legitimately overflow; only the training length stops the run
+        for name, value in metrics.items():
+            if name != "loss":
+                self.log(f"val/{name}", value, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
         # Checked before the epoch's checkpoints are written: finite weights can still overflow in the forward
         # pass, and last.ckpt must stay the last state that evaluates to a finite loss.
         if not torch.isfinite(loss):
@@ -73,7 +125,7 @@ class PosEncModule(L.LightningModule):
                 f"validation loss became non-finite at epoch {self.current_epoch}; lower optimizer.lr "
                 "(the last good checkpoint is kept)"
             )
-        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["encoding_initial"] = self.encoding_initial

@@ -88,6 +88,14 @@ def encoding_as_list(encoding: Tensor | None) -> list | None:
     return (encoding.squeeze(-1) if encoding.shape[-1] == 1 else encoding).tolist()
 
 
+def per_length_metrics(logged: dict[str, float], module: PosEncModule) -> dict[str, dict[str, float]]:
+    """``{"<length>": {"<metric>": value}}`` from the logged ``val/<metric>@len=<length>`` values."""
+    return {
+        str(n): {name: logged.get(f"val/{name}@len={n}", math.nan) for name in module.metric_names()}
+        for n in module.eval_lengths
+    }
+
+
 def print_summary(metrics: dict[str, Any]) -> None:
     """The seed printed the encodings before and after training; this prints them as a table."""
     initial, final = metrics["encoding_initial"], metrics["encoding_final"]
@@ -102,8 +110,15 @@ def print_summary(metrics: dict[str, Any]) -> None:
     floor = metrics.get("val_loss_floor")
     print(
         f"\nepochs={metrics['epochs']}  train_loss={metrics['train_loss']:.4f}  "
-        f"val_loss={metrics['val_loss']:.4f}" + (f"  (best achievable {floor:.4f})" if floor else "")
+        f"val_loss={metrics['val_loss']:.4f}" + (f"  (best achievable {floor:.4f})" if floor is not None else "")
     )
+    if len(metrics["eval"]) > 1:
+        names = list(next(iter(metrics["eval"].values())))
+        print(f"\n{'length':>8} | " + " | ".join(f"{name:>9}" for name in names))
+        for length, values in metrics["eval"].items():
+            mark = "*" if int(length) == metrics["train_length"] else " "
+            print(f"{length:>7}{mark} | " + " | ".join(f"{values[name]:>9.4f}" for name in names))
+        print("(* the training length)")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -176,6 +191,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
     module = PosEncModule(
         net=OmegaConf.to_container(cfg.model, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        task=datamodule.task,
+        train_length=datamodule.train_length,
+        eval_lengths=datamodule.eval_lengths,
+        loss_floor=getattr(datamodule, "loss_floor", None),
     )
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
@@ -193,7 +212,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
-        log_hparams(writer, hparams_of(cfg), ["train/loss", "val/loss"])
+        log_hparams(writer, hparams_of(cfg), ["train/loss", *module.validation_tags()])
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -203,7 +222,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_loss": logged.get("train/loss", math.nan),
         "val_loss": logged.get("val/loss", math.nan),
         "best_val_loss": checkpoint.best_model_score.item() if checkpoint and checkpoint.best_model_score else None,
-        "val_loss_floor": getattr(datamodule, "loss_floor", None),
+        "val_loss_floor": module.loss_floor,
+        "val_loss_gap": logged.get("val/loss_gap"),
+        "train_length": module.train_length,
+        "eval": per_length_metrics(logged, module),
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
         "wall_time_s": round(time.perf_counter() - started, 3),

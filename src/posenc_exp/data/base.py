@@ -84,11 +84,23 @@ class SyntheticDataModule(L.LightningDataModule):
 
     Subclasses implement :meth:`generate`, returning ``{"train": (x, y), "val": (x, y), ...}``. The data
     seed is the module's own, separate from the initialisation seed. ``max_len`` is the longest sequence
-    the model will be fed, training or evaluation; encodings with a table size it by this. Validation and test loaders yield
-    one whole split as a single batch (with a chunk dimension of one).
+    the model will be fed, training or evaluation; encodings with a table size it by this. Validation and
+    test loaders yield one whole split as a single batch (with a chunk dimension of one); tasks evaluated at
+    several lengths (``posenc_exp.data.lengths``) have one validation loader per length.
     """
 
-    task: str = "regression"
+    task: str = "regression"  # "regression": scalar targets, MSE; "tokens": per-position token targets
+    vocab_size: int | None = None  # token tasks: the number of token ids
+
+    @property
+    def train_length(self) -> int:
+        """The training length, in the task's own unit (window values, or items for token tasks)."""
+        return self.max_len
+
+    @property
+    def eval_lengths(self) -> list[int]:
+        """The lengths validated, one validation dataloader each, in order (here: the training length)."""
+        return [self.train_length]
 
     def __init__(self, batch_size: int, chunk_steps: int, seed: int, max_len: int) -> None:
         super().__init__()
