@@ -123,8 +123,12 @@ class SelfAttention(nn.Module):
             q, k = encoding.rotate(q, k)
         weights = None
         if self.softmax and self.use_sdpa and not return_attention:
-            if bias is not None and self.causal:
-                bias = bias.masked_fill(~causal_mask(length, length, x.device), float("-inf"))
+            if bias is not None:
+                if self.causal:
+                    bias = bias.masked_fill(~causal_mask(length, length, x.device), float("-inf"))
+                # A 4-D (1, H, L, L) mask lets PyTorch pick its fused CPU kernel; a 3-D one falls back to the
+                # unfused math path (about twice slower at L = 128, torch 2.13).
+                bias = bias.unsqueeze(0)
             heads = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=self.causal and bias is None)
         else:
             weights = attention_matrix(q, k, bias, self.causal, self.softmax)
