@@ -54,12 +54,15 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _option(cfg: DictConfig, group: str) -> str:
-    """``group=option`` as the user chose it (from Hydra's runtime choices), else ``group._target_=...``."""
+    """``group=option`` as the user chose it (Hydra's runtime choices, from the running app or from a config
+    composed with its ``hydra`` node), else ``group._target_=...``."""
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized() and group in HydraConfig.get().runtime.choices:
-        return f"{group}={HydraConfig.get().runtime.choices[group]}"
-    return f"{group}._target_={cfg[group]._target_}"
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+    else:
+        choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+    return f"{group}={choice}" if choice else f"{group}._target_={cfg[group]._target_}"
 
 
 def check_combination(cfg: DictConfig) -> None:

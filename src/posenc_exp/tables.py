@@ -1,0 +1,71 @@
+"""The length-generalization table of a sweep: ``python -m posenc_exp.tables <sweep dir>``.
+
+One row per task (``data``) and encoding, one column per evaluation length as a multiple of the training
+length (tasks train at different lengths, so columns are factors: 1x, 1.25x, ...). Each cell is the mean ±
+sample standard deviation over the seeds of the task's headline metric at that length:
+
+- token tasks: ``seq_acc``, the share of sequences whose whole answer is right (exact match, the metric of
+  Kazemnejad et al. 2023), or ``acc`` (per answer token) with ``--token-metric acc``;
+- regression tasks: ``loss_gap``, the validation MSE minus the best achievable one, where the task knows it;
+  else ``loss``.
+
+Runs are read with :mod:`posenc_exp.report` (its loading, grouping and formatting); rows keep the order in
+which the sweep ran them. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from posenc_exp.report import Cell, format_stat, group_cells, load_runs, markdown_table
+
+ROW_KEYS = ["data", "encoding"]
+
+
+def headline_metric(cell: Cell, token_metric: str) -> str:
+    """``token_metric`` for token tasks, else ``loss_gap`` where logged, else ``loss``."""
+    names = {key.split("/")[2] for run in cell.finished for key in run.metrics if key.startswith("eval/")}
+    return next(name for name in (token_metric, "loss_gap", "loss") if name in names)
+
+
+def factor_label(factor: float) -> str:
+    return f"{factor:g}x"
+
+
+def length_table(sweep_dir: Path, token_metric: str = "seq_acc") -> str:
+    """The markdown table of the module docstring."""
+    runs = load_runs(sweep_dir)
+    order = {key: list(dict.fromkeys(run.overrides.get(key) for run in runs)) for key in ROW_KEYS}
+    cells = sorted(
+        (cell for cell in group_cells(runs, ROW_KEYS) if cell.finished),
+        key=lambda cell: tuple(order[key].index(str(v)) for key, v in zip(ROW_KEYS, cell.values, strict=True)),
+    )
+    rows, factors = [], set()
+    for cell in cells:
+        train_length = int(cell.finished[0].metrics["train_length"])
+        lengths = cell.finished[0].eval_lengths()
+        name = headline_metric(cell, token_metric)
+        by_factor = {n / train_length: format_stat(*cell.stats(f"eval/{n}/{name}")) for n in lengths}
+        factors |= by_factor.keys()
+        fixed = [*(str(v) for v in cell.values), f"{name} (L={train_length})", str(len(cell.finished))]
+        rows.append((fixed, by_factor))
+    columns = sorted(factors)
+    header = ["task", "encoding", "metric", "seeds", *(factor_label(f) for f in columns)]
+    return markdown_table(header, [[*fixed, *(values.get(f, "") for f in columns)] for fixed, values in rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m posenc_exp.tables", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. outputs/multiruns/<time>")
+    parser.add_argument("--token-metric", choices=["seq_acc", "acc"], default="seq_acc")
+    args = parser.parse_args(argv)
+    if not any(args.sweep_dir.glob("**/metrics.json")):
+        print(f"error: sweep_dir={args.sweep_dir} holds no finished runs (no metrics.json)", file=sys.stderr)
+        sys.exit(2)
+    print(length_table(args.sweep_dir, args.token_metric))
+
+
+if __name__ == "__main__":
+    main()
