@@ -173,3 +173,17 @@ def test_experiment_runs_under_joblib_and_tabulates(tmp_path: Path) -> None:
     assert table[2].startswith("| copy | t5 | seq_acc (L=8) | 1 |")
     assert table[3].startswith("| ar | t5 | loss_gap (L=16) | 1 |")
     assert all(cell.strip() for cell in table[2].split("|")[1:-1])
+
+
+@pytest.mark.parametrize("task", ["lag", "ar"])
+def test_bias_identity_holds_for_the_feedforward_model_on_the_window_tasks(task: str) -> None:
+    """``W1 (x + p) + b1 = W1 x + (W1 p + b1)`` on the new scalar-window tasks too (any ``p``, here its init)."""
+    cfg = compose_train([f"data={task}", "data.eval_factors=[1.0]", "data.n_train=32", "data.n_val=32"])
+    validate(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    torch.manual_seed(0)
+    net = instantiate(cfg.model)
+    x = datamodule.splits["val"][0]
+    with torch.no_grad():
+        torch.testing.assert_close(net.fold_encoding()(x), net(x), rtol=1e-5, atol=1e-6)
