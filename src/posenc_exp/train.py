@@ -27,7 +27,7 @@ from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.config import ConfigError, check_group_choices, validate
 from posenc_exp.encodings import LengthError
 from posenc_exp.module import NonFiniteLossError, PosEncModule
-from posenc_exp.report import FAILURE_FILE, METRICS_FILE
+from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides
 
 # Errors that are the user's input, reported as one line rather than a traceback.
 USER_ERRORS = (ConfigError, NonFiniteLossError, LengthError)
@@ -166,8 +166,7 @@ def finished_metrics(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.get("force") or not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    unforced = lambda overrides: [o for o in overrides if o.lstrip("+").partition("=")[0] != "force"]  # noqa: E731
-    if "overrides" in metrics and unforced(metrics["overrides"]) != unforced(job_overrides()):
+    if "overrides" in metrics and parse_overrides(metrics["overrides"]) != parse_overrides(job_overrides()):
         raise ConfigError(
             f"{path} holds the results of other overrides ({' '.join(metrics['overrides'])}): resume with the "
             "same sweep command, choose another hydra.sweep.dir, or force=true to overwrite"
