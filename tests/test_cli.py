@@ -200,6 +200,8 @@ BAD_INPUTS = [
     ("optimizer.lr=0", "optimizer.lr"),
     ("trainer.max_epochs=0", "trainer.max_epochs"),
     ("model=nope", "model"),
+    ("model.n_hiden=8", "model.n_hiden"),  # a key that does not exist
+    ("model.n_hidden=abc", "model.n_hidden"),  # a value of the wrong type
     ("ckpt_path={tmp}/missing.ckpt", "ckpt_path"),
     ("ckpt_path={tmp}/notes.txt", "ckpt_path"),
 ]

@@ -18,24 +18,33 @@ class ConfigError(ValueError):
     """A config value or combination that cannot work. The message names the key and what is allowed."""
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+
 # key -> (predicate, what is allowed). Keys absent from a config are skipped.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "data.context_size": (lambda v: v >= 1, "an integer >= 1"),
-    "model.n_hidden": (lambda v: v >= 1, "an integer >= 1"),
-    "data.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "data.chunk_steps": (lambda v: v >= 1, "an integer >= 1"),
-    "data.val_fraction": (lambda v: 0 < v < 1, "a fraction strictly between 0 and 1"),
-    "optimizer.lr": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
-    "trainer.max_epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "model.d_model": (lambda v: v >= 1, "an integer >= 1"),
-    "model.n_heads": (lambda v: v >= 1, "an integer >= 1"),
-    "model.depth": (lambda v: v >= 1, "an integer >= 1"),
-    "model.mlp_ratio": (lambda v: v >= 1, "an integer >= 1"),
+    "data.context_size": POSITIVE_INT,
+    "model.n_hidden": POSITIVE_INT,
+    "data.batch_size": POSITIVE_INT,
+    "data.chunk_steps": POSITIVE_INT,
+    "data.val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a fraction strictly between 0 and 1"),
+    "optimizer.lr": (lambda v: _is_number(v) and v > 0 and math.isfinite(v), "a finite number > 0"),
+    "trainer.max_epochs": POSITIVE_INT,
+    "model.d_model": POSITIVE_INT,
+    "model.n_heads": POSITIVE_INT,
+    "model.depth": POSITIVE_INT,
+    "model.mlp_ratio": POSITIVE_INT,
     "model.norm": (lambda v: v in ("pre", "post", "none"), "one of pre, post, none"),
-    "data.length": (lambda v: v >= 1, "an integer >= 1"),
-    "data.n_train": (lambda v: v >= 1, "an integer >= 1"),
-    "data.n_val": (lambda v: v >= 1, "an integer >= 1"),
-    "data.eval_factors": (lambda v: len(v) > 0 and all(f > 0 for f in v), "a non-empty list of factors > 0"),
+    "data.length": POSITIVE_INT,
+    "data.n_train": POSITIVE_INT,
+    "data.n_val": POSITIVE_INT,
+    "data.eval_factors": (
+        lambda v: len(v) > 0 and all(_is_number(f) and f > 0 for f in v),
+        "a non-empty list of factors > 0",
+    ),
 }
 
 
@@ -43,7 +52,11 @@ def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value outside its allowed range."""
     for key, (allowed, description) in RULES.items():
         value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not allowed(value):
+        try:
+            ok = allowed(value)
+        except TypeError:
+            ok = False
+        if value is not None and not ok:
             raise ConfigError(f"{key}={value} is not allowed: expected {description}")
     xlen, context = OmegaConf.select(cfg, "data.xlen"), OmegaConf.select(cfg, "data.context_size")
     if xlen is not None and xlen <= context:
@@ -168,3 +181,40 @@ def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR)
         for option in options.split(","):
             if option != "null" and option not in allowed:
                 raise ConfigError(f"{group}={option} is not an option of '{group}': allowed {', '.join(allowed)}")
+
+
+def check_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Compose the config with the command line's overrides, and turn a failure into one line.
+
+    Catches what Hydra reports in several lines: a key that does not exist (``model.n_hiden=8``), a value
+    of the wrong type, a malformed override. Only plain single runs are checked here: with ``-m`` or other
+    flags the arguments are Hydra's to parse (sweeps such as ``a=1,2`` are not composable as one config).
+    """
+    if any(arg.startswith("-") for arg in overrides):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            compose(config_name="train", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        culprit = next((o for o in overrides if _compose_error([o], config_dir)), None)
+        lines = [f"{culprit}:" if culprit else "", str(error).splitlines()[0]]
+        if error.__cause__ is not None:
+            lines.append(str(error.__cause__).splitlines()[0])
+        hint = "; add a new key with +key=value, list the keys with --cfg job"
+        raise ConfigError(" ".join(lines).strip() + (hint if "not in struct" in lines[-1] else "")) from None
+
+
+def _compose_error(overrides: Sequence[str], config_dir: Path) -> bool:
+    """Whether composing with just these overrides fails."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            compose(config_name="train", overrides=list(overrides))
+    except Exception:
+        return True
+    return False

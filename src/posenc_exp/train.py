@@ -24,7 +24,7 @@ from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.callbacks import tensorboard_writer
-from posenc_exp.config import ConfigError, check_group_choices, validate
+from posenc_exp.config import ConfigError, check_group_choices, check_overrides, validate
 from posenc_exp.encodings import LengthError
 from posenc_exp.module import NonFiniteLossError, PosEncModule
 from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides
@@ -289,6 +289,7 @@ def main() -> None:
     try:
         check_group_choices(sys.argv[1:])
         check_sweeper_plugins(sys.argv[1:])
+        check_overrides(sys.argv[1:])
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
