@@ -38,6 +38,7 @@ from posenc_exp.diagnostics import DIAGNOSTICS_FILE, attention_parameter_count
 from posenc_exp.report import METRICS_FILE, load_runs
 
 DEPTH_TICKS = [1, 2, 4, 8, 16]
+SHARP_QK_GAIN = 4  # the probe's second softmax setting: W_q, W_k x 4, attention scores x 16
 COMBOS = [(True, True), (True, False), (False, True), (False, False)]  # (softmax, residual)
 COLORS = {(True, True): "tab:blue", (True, False): "tab:orange", (False, True): "tab:green", (False, False): "tab:red"}
 
@@ -195,8 +196,9 @@ def figure_parameters(runs: list[StudyRun], out: Path) -> Path:
         label = f"MLP {'on' if mlp else 'off'}"
         left.plot(depths, formula, "-", color="gray", zorder=1)
         left.scatter(depths, counted, marker=marker, zorder=2, label=f"counted, {label}")
-        times = [spread([r.metrics["wall_time_s"] for r in selected if r.depth == d]) for d in depths]
-        plot_band(right, depths, times, marker=marker, label=f"{label} (mean, min-max over all runs)")
+        times = [[r.metrics["wall_time_s"] for r in selected if r.depth == d] for d in depths]
+        spans = [(statistics.median(t), min(t), max(t)) for t in times]
+        plot_band(right, depths, spans, marker=marker, label=f"{label} (median, min-max over runs)")
     left.plot([], [], "-", color="gray", label="formula (diagnostics.attention_parameter_count)")
     left.set(xlabel="depth (layers)", ylabel="parameters", title="Parameters grow linearly with depth")
     right.set(
@@ -262,6 +264,7 @@ def figure_per_layer(
             xlabel="layer (0 = embedded input)",
             ylabel=ylabel,
             title=f"{title}: depth {depth}, MLP {'on' if mlp else 'off'}, {when}",
+            ylim=(0, 1.05) if not log else None,
         )
         if log:
             axes.set_yscale("log")
@@ -271,11 +274,18 @@ def figure_per_layer(
 
 
 def probe_grid() -> list[dict[str, Any]]:
-    """The probe of :mod:`posenc_exp.probe` over softmax x residual x depth 1-3 x position-only."""
+    """The probe of :mod:`posenc_exp.probe` over softmax x residual x depth 1-3 x position-only, then softmax
+    attention with scores 16 times larger (``qk_gain=4``)."""
     from posenc_exp.probe import compose_probe, expand_sweeps, print_table, probe
 
-    overrides = ["model.softmax=false,true", "model.residual=false,true", "model.depth=1,2,3"]
-    rows = [probe(compose_probe(c)) for c in expand_sweeps([*overrides, "model.position_only=false,true"])]
+    grid = [
+        "model.softmax=false,true",
+        "model.residual=false,true",
+        "model.depth=1,2,3",
+        "model.position_only=false,true",
+    ]
+    sharp = ["model.softmax=true", "model.residual=false,true", "model.depth=1,2,3", f"qk_gain={SHARP_QK_GAIN}"]
+    rows = [probe(compose_probe(c)) for c in expand_sweeps(grid) + expand_sweeps(sharp)]
     print_table(rows)
     return rows
 
@@ -284,7 +294,9 @@ def figure_linearity(runs: list[StudyRun], rows: list[dict[str, Any]], out: Path
     figure, panels = subplots(1, 3)
     for softmax, residual, position_only in [(*combo, False) for combo in COMBOS] + [(*c, True) for c in COMBOS]:
         selected = [
-            r for r in rows if (r["softmax"], r["residual"], r["position_only"]) == (softmax, residual, position_only)
+            r
+            for r in rows
+            if (r["softmax"], r["residual"], r["position_only"], r["qk_gain"]) == (softmax, residual, position_only, 1)
         ]
         if position_only:  # all four settings give the same line: draw them alike, label one
             style = {
@@ -297,6 +309,11 @@ def figure_linearity(runs: list[StudyRun], rows: list[dict[str, Any]], out: Path
         depths = [r["depth"] for r in selected]
         panels[0].plot(depths, [r["degree"] for r in selected], marker="o", **style)
         panels[1].plot(depths, [r["linear_r2"] for r in selected], marker="o", **style)
+    for residual in (True, False):
+        sharp = [r for r in rows if r["qk_gain"] == SHARP_QK_GAIN and r["residual"] == residual]
+        label = f"{combo_label(True, residual)}, scores x{SHARP_QK_GAIN**2}"
+        style = {"color": COLORS[True, residual], "linestyle": "--", "marker": "s", "label": label}
+        panels[1].plot([r["depth"] for r in sharp], [r["linear_r2"] for r in sharp], **style)
     panels[0].plot([1, 2, 3], [3, 9, 27], "k--", lw=0.8, label="3^depth")
     panels[0].set(
         yscale="log",
@@ -410,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         runs,
         "position_probe",
         "position probe accuracy (chance 1/L)",
-        "Position in the hidden state",
+        "Position probe",
         out / "depth_position.png",
     )
     figure_linearity(runs, probe_grid(), args.out)

@@ -155,26 +155,42 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     ).double()
     row: dict[str, Any] = {key: cfg.model[key] for key in SWITCHES}
     row["encoding"] = get_class(cfg.encoding._target_).__name__
+    row["qk_gain"] = cfg.qk_gain
     row.update(homogeneity(f, inputs(cfg.n_scale), alphas))
     row["linear_r2"] = linear_share(f, inputs(cfg.n_fit), inputs(cfg.n_test))
     row["theory"] = theory_degree(cfg)
     return row
 
 
+TABLE = [  # (heading and row key, width, number format)
+    ("depth", 5, "d"),
+    ("softmax", 7, ""),
+    ("residual", 8, ""),
+    ("mlp", 5, ""),
+    ("position_only", 13, ""),
+    ("encoding", 10, ""),
+    ("qk_gain", 7, "g"),
+    ("degree", 9, ".3f"),
+    ("theory", 6, "d"),
+    ("slope_low", 9, ".3f"),
+    ("slope_high", 10, ".3f"),
+    ("linear_r2", 9, ".4f"),
+]
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (
-        f"{'depth':>5} {'softmax':>7} {'residual':>8} {'mlp':>5} {'position_only':>13} {'encoding':>10} | "
-        f"{'degree':>9} {'theory':>6} {'slope_low':>9} {'slope_high':>10} | {'linear R2':>9}"
-    )
+    """One line per row; booleans and strings as text, ``None`` as ``-``."""
+    header = " ".join(f"{key:>{width}}" for key, width, _ in TABLE)
     print(header)
     print("-" * len(header))
-    for r in rows:
-        theory = "-" if r["theory"] is None else str(r["theory"])
-        print(
-            f"{r['depth']:>5} {r['softmax']!s:>7} {r['residual']!s:>8} {r['mlp']!s:>5} {r['position_only']!s:>13} "
-            f"{r['encoding']:>10} | {r['degree']:>9.3f} {theory:>6} {r['slope_low']:>9.3f} {r['slope_high']:>10.3f} "
-            f"| {r['linear_r2']:>9.4f}"
-        )
+    for row in rows:
+        cells = [
+            f"{'-' if row[key] is None else str(row[key]):>{width}}"
+            if row[key] is None or isinstance(row[key], bool | str)
+            else f"{row[key]:>{width}{number}}"
+            for key, width, number in TABLE
+        ]
+        print(" ".join(cells))
 
 
 USAGE = """usage: python -m posenc_exp.probe [overrides]
