@@ -200,7 +200,9 @@ def check_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> 
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             compose(config_name="train", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
-        culprit = next((o for o in overrides if _compose_error([o], config_dir)), None)
+        # The override to name: the one whose removal lets the rest compose.
+        others = lambda o: [x for x in overrides if x != o]  # noqa: E731
+        culprit = next((o for o in overrides if not _compose_error(others(o), config_dir)), None)
         lines = [f"{culprit}:" if culprit else "", str(error).splitlines()[0]]
         if error.__cause__ is not None:
             lines.append(str(error.__cause__).splitlines()[0])
