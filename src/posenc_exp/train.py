@@ -99,11 +99,13 @@ def per_length_metrics(logged: dict[str, float], module: PosEncModule) -> dict[s
 def print_summary(metrics: dict[str, Any]) -> None:
     """The seed printed the encodings before and after training; this prints them as a table."""
     initial, final = metrics["encoding_initial"], metrics["encoding_final"]
-    if initial is not None:
-        wide = isinstance(initial[0], list)
-        label = "row norm" if wide else "value"
+    if initial is not None and initial == final:
+        print("\nencoding: fixed, unchanged by training")
+    elif initial is not None:
+        wide = isinstance(initial[0], list)  # a table: one row per position (per bucket for t5)
+        row, label = ("row", "row norm") if wide else ("position", "value")
         norm = lambda row: math.sqrt(sum(v * v for v in row)) if wide else row  # noqa: E731
-        print(f"\n{'position':>8} | {'initial ' + label:>16} | {'final ' + label:>16} | {'change':>9}")
+        print(f"\n{row:>8} | {'initial ' + label:>16} | {'final ' + label:>16} | {'change':>9}")
         print(f"{'-' * 8}-+-{'-' * 16}-+-{'-' * 16}-+-{'-' * 9}")
         for i, (a, b) in enumerate(zip(initial, final, strict=True)):
             print(f"{i:>8} | {norm(a):>16.4f} | {norm(b):>16.4f} | {norm(b) - norm(a):>+9.4f}")
