@@ -222,6 +222,7 @@ def test_families_say_where_they_act() -> None:
     [
         (NoPE(), set()),
         (LearnedAbsolute(max_len=12, d_model=4), {"table", "cosine_similarity"}),
+        (LearnedAbsolute(max_len=12, d_model=1), set()),  # the seed's vector: its history says it all
         (Sinusoidal(d_model=4, max_len=12), {"table", "cosine_similarity"}),
         (RoPE(d_model=8, n_heads=2, max_len=12), {"rotation"}),
         (ALiBi(n_heads=4, max_len=12), {"bias"}),

@@ -16,7 +16,7 @@ from posenc_exp.encodings import LearnedAbsolute
 
 pytestmark = pytest.mark.slow
 
-SWEPT = ["sinusoidal", "rope", "alibi", "t5", "none"]  # job k of the sweep runs SWEPT[k]
+SWEPT = ["sinusoidal", "rope", "alibi", "t5", "none", "learned"]  # job k of the sweep runs SWEPT[k]
 ATTENTION = ["model=attention", "model.d_model=16", "model.n_heads=4", "model.depth=1"]
 
 
@@ -37,19 +37,28 @@ def encoding_tags(events, kind: str) -> set[str]:
     return {tag for tag in events.Tags()[kind] if tag.startswith("encoding/")}
 
 
-def test_learned_table_is_logged_every_epoch_with_its_history(seed_run: Path) -> None:
+def test_seed_vector_is_logged_every_epoch_with_its_history(seed_run: Path) -> None:
     events = read_events(seed_run)
-    assert encoding_tags(events, "images") == {"encoding/table", "encoding/cosine_similarity", "encoding/history"}
+    # A width-1 table: its table and cosine images would say nothing the history does not.
+    assert encoding_tags(events, "images") == {"encoding/history"}
     assert encoding_tags(events, "histograms") == {"encoding/values"}
-    for tag in ("encoding/table", "encoding/cosine_similarity", "encoding/history"):
-        assert [event.step for event in events.Images(tag)] == [0, 1, 2]
+    assert [event.step for event in events.Images("encoding/history")] == [0, 1, 2]
     distances = [event.value for event in events.Scalars("encoding/distance_from_init")]
     assert len(distances) == 3 and 0 < distances[0] < distances[-1]
     history = events.Images("encoding/history")[-1]
     assert (history.height, history.width) == (10 * 8, 3 * 2)  # 10 positions x 3 epochs
+
+
+def test_learned_table_is_logged_every_epoch(attention_runs: dict[str, Path]) -> None:
+    run = attention_runs["learned"]
+    events = read_events(run)
+    assert encoding_tags(events, "images") == {"encoding/table", "encoding/cosine_similarity", "encoding/history"}
+    for tag in ("encoding/table", "encoding/cosine_similarity", "encoding/history"):
+        assert [event.step for event in events.Images(tag)] == [0, 1, 2]
     # The last table image is the final table of metrics.json, rendered by the encoding itself.
-    final = LearnedAbsolute(max_len=10, d_model=1)
-    final.table.data = torch.tensor(read_metrics(seed_run)["encoding_final"])[:, None]
+    final_table = torch.tensor(read_metrics(run)["encoding_final"])
+    final = LearnedAbsolute(max_len=len(final_table), d_model=final_table.shape[1])
+    final.table.data = final_table
     expected = final.snapshot_images()["table"]
     np.testing.assert_array_equal(decoded(events.Images("encoding/table")[-1]), expected)
 

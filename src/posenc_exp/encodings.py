@@ -120,7 +120,13 @@ class AbsoluteTable(PositionalEncoding):
         return self.table[: self.max_len].detach().cpu().clone()
 
     def snapshot_images(self) -> dict[str, np.ndarray]:
-        """``table``: position (rows) x dimension; ``cosine_similarity``: ``cos(P_i, P_j)`` between positions."""
+        """``table``: position (rows) x dimension; ``cosine_similarity``: ``cos(P_i, P_j)`` between positions.
+
+        None for a width-1 table (the seed's vector): its cosines are only signs, and the snapshot callback's
+        position x epoch history already shows every value.
+        """
+        if self.table.shape[1] == 1:
+            return {}
         table = self.table[: min(self.max_len, IMAGE_POSITIONS)].detach().float().cpu()
         unit = nn.functional.normalize(table, dim=1)
         similarity = (unit @ unit.T).numpy()
