@@ -6,7 +6,9 @@ The framework side is exactly what ``python -m posenc_exp.train`` builds (``trai
 progress bar, TensorBoard logger, encoding snapshots and checkpoints every epoch, one validation pass
 per epoch. The raw loop also validates once per epoch, and does nothing else.
 
-The ratio reported is ``median framework time / median raw-loop time``; the last line is JSON.
+The ratio reported is ``median framework time / median raw-loop time``; the last line is JSON. A third
+variant, ``core``, trains through the framework without the per-epoch checkpoint and snapshot callbacks
+(``ratio_*_core``), which separates Lightning's loop from what those features cost.
 """
 
 from __future__ import annotations
@@ -70,25 +72,39 @@ def time_raw_loop(cfg: DictConfig) -> tuple[float, int]:
     return time.perf_counter() - started, steps
 
 
+# The per-epoch features left out of the ``core`` variant.
+WITHOUT_EPOCH_CALLBACKS = (
+    "callbacks.model_checkpoint=null",
+    "callbacks.last_checkpoint=null",
+    "callbacks.encoding_snapshot=null",
+    "+trainer.enable_checkpointing=false",
+)
+
+
 def measure(batch_size: int, epochs: int, repeats: int) -> dict[str, float]:
-    framework, raw = [], []
+    framework, core, raw = [], [], []
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = compose_config(batch_size, epochs, output_dir)
+        core_cfg = compose_config(batch_size, epochs, output_dir, WITHOUT_EPOCH_CALLBACKS)
         time_raw_loop(cfg)  # warm-up: allocator, kernels, imports
         for _ in range(repeats):
             raw_s, raw_steps = time_raw_loop(cfg)
             framework_s, framework_steps = time_framework(cfg)
-            if raw_steps != framework_steps:
-                raise RuntimeError(f"step counts differ: raw {raw_steps}, framework {framework_steps}")
+            core_s, core_steps = time_framework(core_cfg)
+            if not raw_steps == framework_steps == core_steps:
+                raise RuntimeError(f"step counts differ: raw {raw_steps}, framework {framework_steps}, {core_steps}")
             raw.append(raw_s)
             framework.append(framework_s)
+            core.append(core_s)
     result = {
         "batch_size": batch_size,
         "optimizer_steps": raw_steps,
         "framework_s": statistics.median(framework),
+        "core_s": statistics.median(core),
         "raw_s": statistics.median(raw),
     }
     result["ratio"] = result["framework_s"] / result["raw_s"]
+    result["ratio_core"] = result["core_s"] / result["raw_s"]
     return result
 
 
@@ -96,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m posenc_exp.bench overhead", description=__doc__.split("\n")[0])
     parser.add_argument("--epochs-bs1", type=int, default=20, help="epochs at batch size 1 (72 steps each)")
     parser.add_argument("--epochs-default", type=int, default=100, help="epochs at the default batch size")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for both sides")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -108,9 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in results.items():
         print(
             f"{name:>8}: batch {r['batch_size']:>3}, {r['optimizer_steps']} steps: framework {r['framework_s']:.3f} s, "
-            f"raw loop {r['raw_s']:.3f} s, ratio {r['ratio']:.2f}x"
+            f"raw loop {r['raw_s']:.3f} s, ratio {r['ratio']:.2f}x; "
+            f"without checkpoints and snapshots {r['core_s']:.3f} s, ratio {r['ratio_core']:.2f}x"
         )
     summary = {f"ratio_{name}": round(r["ratio"], 3) for name, r in results.items()}
+    summary |= {f"ratio_{name}_core": round(r["ratio_core"], 3) for name, r in results.items()}
     summary |= {f"{name}_{k}": round(v, 4) for name, r in results.items() for k, v in r.items() if k.endswith("_s")}
     summary["threads"] = args.threads
     print(json.dumps(summary))
