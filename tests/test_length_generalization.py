@@ -10,10 +10,9 @@ import pytest
 import torch
 from conftest import compose_train, read_events, read_metrics, run_cli, train_run
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from posenc_exp.config import ConfigError, validate
-from posenc_exp.module import PosEncModule
+from posenc_exp.train import build_module
 
 ATTENTION = ["model=attention", "model.causal=true"]
 # A tiny attention run on a token task: 2 epochs of 4 steps, evaluated at 4, 5, 6 and 8 items.
@@ -76,13 +75,7 @@ def test_working_combinations_train_a_step(overrides: list[str]) -> None:
             cfg.data[key] = 16
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    module = PosEncModule(
-        net=OmegaConf.to_container(cfg.model, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        task=datamodule.task,
-        train_length=datamodule.train_length,
-        eval_lengths=datamodule.eval_lengths,
-    )
+    module = build_module(cfg, datamodule)
     x, y = datamodule.splits["train"]
     loss = module.loss(module.net(x[:8]), y[:8])
     loss.backward()

@@ -25,6 +25,7 @@ from torch import Tensor
 from posenc_exp import CONFIG_DIR
 from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.config import ConfigError, check_group_choices, check_overrides, validate
+from posenc_exp.data import SyntheticDataModule
 from posenc_exp.encodings import LengthError
 from posenc_exp.module import NonFiniteLossError, PosEncModule
 from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides
@@ -184,12 +185,9 @@ def record_failure(cfg: DictConfig, error: BaseException) -> None:
     (output_dir / FAILURE_FILE).write_text(line.splitlines()[0] if line else type(error).__name__)
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Trainer]:
-    """Seed, then instantiate the datamodule (set up), the module and the trainer from a composed config."""
-    L.seed_everything(cfg.seed, verbose=False)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    module = PosEncModule(
+def build_module(cfg: DictConfig, datamodule: SyntheticDataModule) -> PosEncModule:
+    """The LightningModule for this config and task, from primitive values only (checkpoint-safe)."""
+    return PosEncModule(
         net=OmegaConf.to_container(cfg.model, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         task=datamodule.task,
@@ -197,6 +195,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
         eval_lengths=datamodule.eval_lengths,
         loss_floor=getattr(datamodule, "loss_floor", None),
     )
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Trainer]:
+    """Seed, then instantiate the datamodule (set up), the module and the trainer from a composed config."""
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)

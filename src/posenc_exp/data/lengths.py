@@ -31,18 +31,9 @@ class LengthGeneralizationTask(SyntheticDataModule):
     :meth:`input_length` (the model's input length for ``n`` items; the default is ``n``).
     """
 
-    def __init__(
-        self,
-        length: int,
-        eval_factors: Sequence[float],
-        n_train: int,
-        n_val: int,
-        batch_size: int,
-        chunk_steps: int,
-        seed: int,
-        max_len: int,
-    ) -> None:
-        super().__init__(batch_size=batch_size, chunk_steps=chunk_steps, seed=seed, max_len=max_len)
+    def __init__(self, length: int, eval_factors: Sequence[float], n_train: int, n_val: int, **common: Any) -> None:
+        """``common``: the :class:`SyntheticDataModule` arguments (batch_size, chunk_steps, seed, max_len)."""
+        super().__init__(**common)
         self.length = length
         self.eval_factors = list(eval_factors)
         self.n_train, self.n_val = n_train, n_val

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -18,17 +20,9 @@ class RandomWindows(SyntheticDataModule):
     loss of that predictor, ``mean(y_val^2)``, scatters around 1, and a lucky model can land below it.
     """
 
-    def __init__(
-        self,
-        context_size: int,
-        xlen: int,
-        val_fraction: float,
-        batch_size: int,
-        chunk_steps: int,
-        seed: int,
-        max_len: int,
-    ) -> None:
-        super().__init__(batch_size=batch_size, chunk_steps=chunk_steps, seed=seed, max_len=max_len)
+    def __init__(self, context_size: int, xlen: int, val_fraction: float, **common: Any) -> None:
+        """``common``: the :class:`SyntheticDataModule` arguments (batch_size, chunk_steps, seed, max_len)."""
+        super().__init__(**common)
         self.context_size = context_size
         self.xlen = xlen
         self.val_fraction = val_fraction

@@ -25,7 +25,6 @@ values from the second half).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -48,20 +47,8 @@ class TokenTask(LengthGeneralizationTask):
     tokens_per_item: ClassVar[int] = 2
     extra_tokens: ClassVar[int] = 0
 
-    def __init__(
-        self,
-        vocab_size: int,
-        min_length: int,
-        length: int,
-        eval_factors: Sequence[float],
-        n_train: int,
-        n_val: int,
-        batch_size: int,
-        chunk_steps: int,
-        seed: int,
-        max_len: int,
-    ) -> None:
-        super().__init__(length, eval_factors, n_train, n_val, batch_size, chunk_steps, seed, max_len)
+    def __init__(self, vocab_size: int, min_length: int, **task: Any) -> None:
+        super().__init__(**task)
         self.vocab_size = vocab_size
         self.n_symbols = vocab_size - FIRST_SYMBOL
         self.min_length = min_length
