@@ -202,6 +202,7 @@ BAD_INPUTS = [
     ("model=nope", "model"),
     ("model.n_hiden=8", "model.n_hiden"),  # a key that does not exist
     ("model.n_hidden=abc", "model.n_hidden"),  # a value of the wrong type
+    *([] if torch.cuda.is_available() else [("trainer=ddp", "trainer.accelerator")]),  # a GPU trainer, no GPU
     ("ckpt_path={tmp}/missing.ckpt", "ckpt_path"),
     ("ckpt_path={tmp}/notes.txt", "ckpt_path"),
 ]

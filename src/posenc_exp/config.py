@@ -62,6 +62,7 @@ def validate(cfg: DictConfig) -> None:
     if xlen is not None and xlen <= context:
         raise ConfigError(f"data.xlen={xlen} is not allowed: expected an integer > data.context_size={context}")
     check_combination(cfg)
+    check_accelerator(cfg)
     if cfg.get("ckpt_path"):
         check_checkpoint(cfg.ckpt_path)
 
@@ -148,6 +149,16 @@ def check_combination(cfg: DictConfig) -> None:
             )
     if hasattr(task, "check_config"):
         task.check_config(data)
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer (``trainer.accelerator=gpu``/``cuda``, e.g. ``trainer=ddp``) needs a visible CUDA device."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="cpu")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible: "
+            "use trainer.accelerator=cpu, or trainer=ddp_cpu for distributed training on CPU"
+        )
 
 
 def check_checkpoint(path: str) -> None:
