@@ -40,7 +40,7 @@ def length_table(sweep_dir: Path, token_metric: str = "seq_acc") -> str:
     order = {key: list(dict.fromkeys(run.overrides.get(key) for run in runs)) for key in ROW_KEYS}
     cells = sorted(
         (cell for cell in group_cells(runs, ROW_KEYS) if cell.finished),
-        key=lambda cell: tuple(order[key].index(str(v)) for key, v in zip(ROW_KEYS, cell.values, strict=True)),
+        key=lambda cell: tuple(order[key].index(cell.runs[0].overrides.get(key)) for key in ROW_KEYS),
     )
     rows, factors = [], set()
     for cell in cells:
