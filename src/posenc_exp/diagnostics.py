@@ -97,11 +97,12 @@ def position_probe_accuracy(hidden: Tensor, shrinkage: float = 1e-3) -> float:
     means = fit.mean(dim=0)  # (L, d): the class mean of each position
     within = (fit - means).reshape(-1, width)
     covariance = within.T @ within / len(within)
-    covariance = covariance + (shrinkage * covariance.diagonal().sum() / width + 1e-12) * torch.eye(width).double()
+    ridge = shrinkage * covariance.diagonal().sum() / width + 1e-12
+    covariance = covariance + ridge * torch.eye(width, dtype=h.dtype, device=h.device)
     directions = torch.linalg.solve(covariance, means.T)  # (d, L): S^{-1} mu_i
     scores = test.reshape(-1, width) @ directions - 0.5 * (means * directions.T).sum(dim=1)
     decoded = scores.argmax(dim=1)
-    return (decoded == torch.arange(length).repeat(len(test))).double().mean().item()
+    return (decoded == torch.arange(length, device=h.device).repeat(len(test))).double().mean().item()
 
 
 def gradient_norms(named_gradients: dict[str, Tensor]) -> dict[str, float]:
