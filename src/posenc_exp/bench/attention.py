@@ -73,7 +73,7 @@ class Trainee:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        if x.is_cuda:
+        if self.module.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
