@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -150,9 +151,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     f = layers_map(net)
     generator = torch.Generator().manual_seed(cfg.seed)
     inputs = lambda n: torch.randn(n, cfg.length, net.d_model, generator=generator, dtype=torch.float64)  # noqa: E731
-    alphas = torch.logspace(
-        torch.tensor(cfg.alpha_min).log10().item(), torch.tensor(cfg.alpha_max).log10().item(), cfg.n_alphas
-    ).double()
+    alphas = torch.logspace(math.log10(cfg.alpha_min), math.log10(cfg.alpha_max), cfg.n_alphas, dtype=torch.float64)
     row: dict[str, Any] = {key: cfg.model[key] for key in SWITCHES}
     row["encoding"] = get_class(cfg.encoding._target_).__name__
     row["qk_gain"] = cfg.qk_gain
