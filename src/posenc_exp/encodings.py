@@ -218,20 +218,24 @@ class RoPE(PositionalEncoding):
                 f"encoding=rope rotates pairs of the head dimension model.d_model/model.n_heads="
                 f"{d_model}/{n_heads}; expected n_heads to divide d_model into an even head dimension"
             )
-        self.max_len = max_len
-        frequencies = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
-        self.register_buffer("frequencies", frequencies.float(), persistent=False)
-        self.register_buffer("angles", self._angles(max_len, frequencies), persistent=False)
+        self.max_len, self.d_head, self.base = max_len, d_head, base
+        self.register_buffer("frequencies", self._frequencies(None).float(), persistent=False)
+        self.register_buffer("angles", self._angles(max_len, None), persistent=False)
 
-    def _angles(self, length: int, frequencies: Tensor) -> Tensor:
-        """``m * theta_i`` as ``(length, d_head/2)``, computed in float64 on the frequencies' device."""
-        position = torch.arange(length, dtype=torch.float64, device=frequencies.device)
-        return (position[:, None] * frequencies.double()[None, :]).float()
+    def _frequencies(self, device: torch.device | None) -> Tensor:
+        """``theta_i = base^(-2i/d)``, float64."""
+        return self.base ** (-torch.arange(0, self.d_head, 2, dtype=torch.float64, device=device) / self.d_head)
+
+    def _angles(self, length: int, device: torch.device | None) -> Tensor:
+        """``m * theta_i`` as ``(length, d_head/2)`` float32, computed in float64."""
+        position = torch.arange(length, dtype=torch.float64, device=device)
+        return (position[:, None] * self._frequencies(device)[None, :]).float()
 
     def angles_for(self, length: int) -> Tensor:
-        """``m * theta_i`` for ``m < length``, ``(length, d_head/2)``; the cache grows on demand."""
-        if length > len(self.angles):
-            self.angles = self._angles(max(length, 2 * len(self.angles)), self.frequencies)
+        """``m * theta_i`` for ``m < length``, ``(length, d_head/2)``; the cache grows on demand, and is rebuilt in
+        float32 after ``module.to(dtype)`` (a bfloat16 cache would be off by up to 1 rad at position 512)."""
+        if length > len(self.angles) or self.angles.dtype != torch.float32:
+            self.angles = self._angles(max(length, 2 * len(self.angles)), self.angles.device)
         return self.angles[:length]
 
     def _rotate_pairs(self, x: Tensor) -> Tensor:
