@@ -79,6 +79,8 @@ def combinations_with(override: str) -> list[list[str]]:
     """Configs to try an option in: with the defaults first, then with each model variant."""
     if override.startswith("model="):
         return [[override]]
+    if override.startswith("trainer=") and not torch.cuda.is_available():
+        return [[override], [override, "trainer.accelerator=cpu"]]  # a GPU trainer is refused without a GPU
     return [[override], *([override, *variant] for variant in model_variants())]
 
 
@@ -188,7 +190,7 @@ def fast_in_process(tmp_path: Path, *overrides: str) -> DictConfig:
             "callbacks.model_checkpoint=null",
             "callbacks.last_checkpoint=null",
             "+trainer.enable_checkpointing=false",
-            "+trainer.enable_progress_bar=false",
+            "trainer.enable_progress_bar=false",
             f"paths.output_dir={tmp_path}",
             *overrides,
         ]

@@ -98,6 +98,15 @@ class PosEncModule(L.LightningModule):
                 "lower optimizer.lr (the last good checkpoint is kept)"
             )
         self.log("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log_epoch_as_step()
+
+    def log_epoch_as_step(self) -> None:
+        """Make the epoch the x-axis of the epoch-level scalars, as it is for the snapshots and diagnostics.
+
+        Lightning writes a logged value named ``step`` as the TensorBoard step of the values logged with it;
+        otherwise the step would count training chunks, which mean nothing to a reader.
+        """
+        self.log("step", float(self.current_epoch), on_step=False, on_epoch=True, add_dataloader_idx=False)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch[0][0], batch[1][0]
@@ -111,6 +120,8 @@ class PosEncModule(L.LightningModule):
             predicted, n_classes = prediction.argmax(dim=-1), prediction.shape[-1]
             metrics["acc"] = multiclass_accuracy(predicted, y, n_classes, average="micro", ignore_index=IGNORE)
             metrics["seq_acc"] = multiclass_exact_match(predicted, y, n_classes, ignore_index=IGNORE)
+        if dataloader_idx == 0:  # once: the epoch's validation values are written together, at this step
+            self.log_epoch_as_step()
         for name, value in metrics.items() if self.eval_lengths else ():
             self.log(f"val/{name}@len={length}", value, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
         if length != self.train_length:

@@ -33,7 +33,6 @@ from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides
 
 # Errors that are the user's input, reported as one line rather than a traceback.
 USER_ERRORS = (ConfigError, NonFiniteLossError, LengthError)
-OBJECTIVE = "val/loss"
 
 
 def thread_budget(cfg: DictConfig) -> int | None:

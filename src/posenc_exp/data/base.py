@@ -2,7 +2,8 @@
 
 Tiny models are bound by per-step framework overhead, so the training loader yields *chunks*: a stack of
 up to ``chunk_steps`` mini-batches, ``(k, batch_size, ...)``. The LightningModule takes one optimizer step
-per mini-batch inside a single ``training_step``, which pays Lightning's per-step hooks once per chunk.
+per mini-batch inside a single ``training_step``, so Lightning's per-batch machinery (fetching, batch hooks,
+logging, progress bar) runs once per chunk.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ class SyntheticDataModule(L.LightningDataModule):
 
     Subclasses implement :meth:`generate`, returning ``{"train": (x, y), "val": (x, y), ...}``. The data
     seed is the module's own, separate from the initialisation seed. ``max_len`` is the longest sequence
-    the model will be fed, training or evaluation; encodings with a table size it by this. Validation and
-    test loaders yield one whole split as a single batch (with a chunk dimension of one); tasks evaluated at
+    the model will be fed, training or evaluation; encodings with a table size it by this. Validation
+    loaders yield one whole split as a single batch (with a chunk dimension of one); tasks evaluated at
     several lengths (``posenc_exp.data.lengths``) have one validation loader per length.
     """
 
@@ -128,6 +129,3 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> ChunkedBatches:
         return self._whole("val")
-
-    def test_dataloader(self) -> ChunkedBatches:
-        return self._whole("test")
