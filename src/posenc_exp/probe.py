@@ -99,13 +99,7 @@ def probed_stack(cfg: DictConfig) -> AttentionStack:
 def layers_map(net: AttentionStack) -> Callable[[Tensor], Tensor]:
     """``X (B, L, d) -> block_D(...block_1(X))``: the layers without embedding, final norm or read-out."""
 
-    def f(x: Tensor) -> Tensor:
-        bias = net.encoding.attention_bias(x.shape[1], x.shape[1]) if net.encoding.acts_on == "bias" else None
-        for block in net.blocks:
-            x, _ = block(x, net.encoding, bias)
-        return x
-
-    return f
+    return lambda x: net.layers(x)[0]
 
 
 def homogeneity(f: Callable[[Tensor], Tensor], x: Tensor, alphas: Tensor) -> dict[str, float]:

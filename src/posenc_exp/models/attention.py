@@ -92,6 +92,17 @@ def attention_matrix(q: Tensor, k: Tensor, bias: Tensor | None, causal: bool, so
     return scores.masked_fill(~allowed, 0.0) / allowed.sum(dim=-1, keepdim=True)
 
 
+def make_sdpa_mask(bias: Tensor, causal: bool) -> Tensor:
+    """The bias ``(H, L, L)`` as SDPA's float mask ``(1, H, L, L)``, with ``-inf`` above the diagonal if causal.
+
+    A 4-D mask lets PyTorch pick its fused CPU kernel; a 3-D one falls back to the unfused math path (about
+    twice slower at L = 128, torch 2.13).
+    """
+    if causal:
+        bias = bias.masked_fill(~causal_mask(*bias.shape[-2:], bias.device), float("-inf"))
+    return bias.unsqueeze(0)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention ``Attn(X)`` of the module docstring.
 
@@ -111,9 +122,17 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
 
     def forward(
-        self, x: Tensor, encoding: PositionalEncoding, bias: Tensor | None, return_attention: bool = False
+        self,
+        x: Tensor,
+        encoding: PositionalEncoding,
+        bias: Tensor | None,
+        return_attention: bool = False,
+        sdpa_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``x``: ``(B, L, d_model)`` -> ``(Attn(x), A or None)``; ``A`` only when ``return_attention``."""
+        """``x``: ``(B, L, d_model)`` -> ``(Attn(x), A or None)``; ``A`` only when ``return_attention``.
+
+        ``sdpa_mask``: :func:`sdpa_mask` of ``bias``, when the caller has built it once for every layer.
+        """
         batch, length, d_model = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
         if self.position_only:
@@ -123,13 +142,11 @@ class SelfAttention(nn.Module):
             q, k = encoding.rotate(q, k)
         weights = None
         if self.softmax and self.use_sdpa and not return_attention:
-            if bias is not None:
-                if self.causal:
-                    bias = bias.masked_fill(~causal_mask(length, length, x.device), float("-inf"))
-                # A 4-D (1, H, L, L) mask lets PyTorch pick its fused CPU kernel; a 3-D one falls back to the
-                # unfused math path (about twice slower at L = 128, torch 2.13).
-                bias = bias.unsqueeze(0)
-            heads = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=self.causal and bias is None)
+            if bias is not None and sdpa_mask is None:
+                sdpa_mask = make_sdpa_mask(bias, self.causal)
+            heads = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=sdpa_mask, is_causal=self.causal and sdpa_mask is None
+            )
         else:
             weights = attention_matrix(q, k, bias, self.causal, self.softmax)
             heads = weights @ v
@@ -172,13 +189,18 @@ class Block(nn.Module):
         return skip + sublayer(x)
 
     def forward(
-        self, x: Tensor, encoding: PositionalEncoding, bias: Tensor | None, return_attention: bool = False
+        self,
+        x: Tensor,
+        encoding: PositionalEncoding,
+        bias: Tensor | None,
+        return_attention: bool = False,
+        sdpa_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         weights = None
 
         def attend(h: Tensor) -> Tensor:
             nonlocal weights
-            out, weights = self.attention(h, encoding, bias, return_attention)
+            out, weights = self.attention(h, encoding, bias, return_attention, sdpa_mask)
             return out
 
         x = self._wrap(0, x, attend)
@@ -226,21 +248,29 @@ class AttentionStack(nn.Module):
         h = self.embed(x.unsqueeze(-1)) if self.vocab_size is None else self.embed(x)
         return self.encoding(h) if self.encoding.acts_on == "input" else h
 
+    def layers(self, h: Tensor, return_internals: bool = False) -> tuple[Tensor, Internals | None]:
+        """The ``depth`` blocks over an embedded input ``h`` ``(B, L, d_model)``, without final norm or read-out.
+
+        A bias encoding's bias (and its SDPA mask) is computed once and shared by every layer.
+        """
+        length = h.shape[1]
+        bias = self.encoding.attention_bias(length, length) if self.encoding.acts_on == "bias" else None
+        sdpa_mask = make_sdpa_mask(bias, self.causal) if bias is not None else None
+        internals = Internals(inputs=h, layers=[], attention=[]) if return_internals else None
+        for block in self.blocks:
+            h, weights = block(h, self.encoding, bias, return_internals, sdpa_mask)
+            if internals is not None:
+                internals.layers.append(h)
+                internals.attention.append(weights)
+        return h, internals
+
     def forward(self, x: Tensor, return_internals: bool = False) -> Tensor | tuple[Tensor, Internals]:
         """``x`` ``(B, L)`` -> ``(B,)`` (regression) or ``(B, L, vocab_size)`` (tokens).
 
         With ``return_internals=True`` also an :class:`Internals`; attention matrices are then computed
         explicitly (the hand-written path), which is slower and meant for diagnostics only.
         """
-        h = self.embed_input(x)
-        length = h.shape[1]
-        bias = self.encoding.attention_bias(length, length) if self.encoding.acts_on == "bias" else None
-        internals = Internals(inputs=h, layers=[], attention=[]) if return_internals else None
-        for block in self.blocks:
-            h, weights = block(h, self.encoding, bias, return_attention=return_internals)
-            if internals is not None:
-                internals.layers.append(h)
-                internals.attention.append(weights)
+        h, internals = self.layers(self.embed_input(x), return_internals)
         h = self.final_norm(h)
         out = self.readout(h[:, -1]).squeeze(-1) if self.vocab_size is None else self.readout(h)
         return (out, internals) if internals is not None else out
