@@ -27,6 +27,7 @@ For the snapshot callback (``posenc_exp.callbacks.EncodingSnapshot``) every enco
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -269,6 +270,15 @@ class BiasEncoding(PositionalEncoding):
     max_len: int
     causal: bool
 
+    _per_shape: tuple[tuple[int, int, torch.device], Tensor] | None = None
+
+    def per_shape(self, n_query: int, n_key: int, device: torch.device, build: Callable[[], Tensor]) -> Tensor:
+        """``build()``'s position-only tensor for this shape and device, cached for the last one asked."""
+        key = (n_query, n_key, device)
+        if self._per_shape is None or self._per_shape[0] != key:
+            self._per_shape = (key, build())
+        return self._per_shape[1]
+
     def relative_distance(self, n_query: int, n_key: int, device: torch.device | None) -> Tensor:
         """``i - j`` for query ``i`` and key ``j``, ``(n_query, n_key)`` int64.
 
@@ -316,16 +326,15 @@ class ALiBi(BiasEncoding):
         super().__init__()
         self.n_heads, self.causal, self.max_len = n_heads, causal, max_len
         self.register_buffer("slopes", torch.tensor(alibi_slopes(n_heads))[:, None, None], persistent=False)
-        self._distance: tuple[tuple[int, int, torch.device], Tensor] | None = None
 
     def distance(self, n_query: int, n_key: int) -> Tensor:
         """``max(i - j, 0)`` (causal) or ``|i - j|`` as float, cached for the last shape and device."""
-        key = (n_query, n_key, self.slopes.device)
-        if self._distance is None or self._distance[0] != key:
+
+        def build() -> Tensor:
             distance = self.relative_distance(n_query, n_key, self.slopes.device)
-            distance = distance.clamp(min=0) if self.causal else distance.abs()
-            self._distance = (key, distance.float())
-        return self._distance[1]
+            return (distance.clamp(min=0) if self.causal else distance.abs()).float()
+
+        return self.per_shape(n_query, n_key, self.slopes.device, build)
 
     def attention_bias(self, n_query: int, n_key: int) -> Tensor:
         return -self.slopes * self.distance(n_query, n_key)
@@ -379,17 +388,16 @@ class T5Bias(BiasEncoding):
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.relative_bias = nn.Embedding(num_buckets, n_heads)
         nn.init.normal_(self.relative_bias.weight, std=init_std)
-        self._buckets: tuple[tuple[int, int, torch.device], Tensor] | None = None
 
     def buckets(self, n_query: int, n_key: int) -> Tensor:
         """The ``(n_query, n_key)`` bucket indices, cached for the last shape and device."""
         device = self.relative_bias.weight.device
-        key = (n_query, n_key, device)
-        if self._buckets is None or self._buckets[0] != key:
+
+        def build() -> Tensor:
             relative = -self.relative_distance(n_query, n_key, device)
-            buckets = t5_bucket(relative, not self.causal, self.num_buckets, self.max_distance)
-            self._buckets = (key, buckets)
-        return self._buckets[1]
+            return t5_bucket(relative, not self.causal, self.num_buckets, self.max_distance)
+
+        return self.per_shape(n_query, n_key, device, build)
 
     def attention_bias(self, n_query: int, n_key: int) -> Tensor:
         # Index the transposed (heads, buckets) table: the result is (heads, n_query, n_key), contiguous.
