@@ -24,7 +24,7 @@ from torch import Tensor
 
 from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.models import AttentionStack
-from posenc_exp.train import write_json
+from posenc_exp.report import write_json
 
 DIAGNOSTICS_FILE = "diagnostics.json"
 # How many times Diagnostics.measure ran in this process: the "nothing is computed when off" test counts it.
@@ -260,7 +260,7 @@ class Diagnostics(L.Callback):
             writer.add_scalar(tag, value, step)
         self.history.append({"epoch": step, **values})
         payload: dict[str, Any] = {"parameters": parameters, "epochs": self.history}
-        write_json(Path(trainer.default_root_dir) / DIAGNOSTICS_FILE, payload)
+        write_json(Path(trainer.default_root_dir) / DIAGNOSTICS_FILE, payload, indent=2)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}

@@ -50,6 +50,14 @@ IGNORED_KEYS = ("force",)  # overrides that do not change what a run computes
 PLOT_DIR = "plots"
 
 
+def write_json(path: Path, payload: dict[str, Any], indent: int | None = None) -> None:
+    """Write atomically (a temporary file, then a rename), so a crash never leaves a half-written file that
+    could pass for results or for a sweep's status."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=indent))
+    partial.replace(path)
+
+
 def is_replicate_key(key: str) -> bool:
     """Keys that replicate a configuration rather than change it: averaged over, not grouped by."""
     return key == "seed" or key.endswith(".seed")
@@ -69,9 +77,7 @@ class SweepStatus(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         status = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
-        partial = sweep_dir / (STATUS_FILE + ".partial")
-        partial.write_text(json.dumps(status))
-        partial.replace(sweep_dir / STATUS_FILE)
+        write_json(sweep_dir / STATUS_FILE, status)
 
 
 def typed(value: str) -> int | float | str:

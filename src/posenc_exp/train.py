@@ -29,7 +29,7 @@ from posenc_exp.config import ConfigError, check_group_choices, check_overrides,
 from posenc_exp.data import SyntheticDataModule
 from posenc_exp.encodings import LengthError
 from posenc_exp.module import NonFiniteLossError, PosEncModule
-from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides
+from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides, write_json
 
 # Errors that are the user's input, reported as one line rather than a traceback.
 USER_ERRORS = (ConfigError, NonFiniteLossError, LengthError)
@@ -122,13 +122,6 @@ def print_summary(metrics: dict[str, Any]) -> None:
             mark = "*" if int(length) == metrics["train_length"] else " "
             print(f"{length:>7}{mark} | " + " | ".join(f"{values[name]:>9.4f}" for name in names))
         print("(* the training length)")
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically, so a crash never leaves a half-written file that could pass for results."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(payload, indent=2))
-    partial.replace(path)
 
 
 def is_multirun() -> bool:
@@ -244,7 +237,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "encoding_final": encoding_as_list(module.net.encoding.snapshot()),
     }
     if trainer.is_global_zero:
-        write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics)
+        write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)
     return metrics
 
