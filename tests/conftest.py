@@ -10,21 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 from posenc_exp import CONFIG_DIR
 
 REPO = CONFIG_DIR.parent
 # Small, fast settings for CLI runs in tests; individual tests override what they check.
 FAST = ["trainer.max_epochs=3", "callbacks.progress_bar=null"]
-
-
-def compose_train(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
-    """The composed `train` config, as `python -m posenc_exp.train <overrides>` would see it (with the `hydra`
-    node, e.g. `hydra.runtime.choices`, when `return_hydra_config`)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides or [], return_hydra_config=return_hydra_config)
 
 
 def run_cli(*args: str, module: str = "posenc_exp.train", check: bool = True, timeout: float = 300):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_train, read_events, train_run
+from conftest import read_events, train_run
 
+from posenc_exp.config import compose_train
 from posenc_exp.diagnostics import (
     DIAGNOSTICS_FILE,
     MEASUREMENTS,

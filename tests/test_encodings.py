@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from posenc_exp import CONFIG_DIR
+from posenc_exp.config import compose_train
 from posenc_exp.encodings import (
     ALiBi,
     LearnedAbsolute,

@@ -16,12 +16,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import compose_train
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
-from posenc_exp.config import ConfigError, validate
+from posenc_exp.config import ConfigError, compose_train, validate
 from posenc_exp.data import ChunkedBatches, RandomWindows
 from posenc_exp.encodings import LearnedAbsolute, NoPE
 from posenc_exp.models import FeedForward

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_train, read_events, read_metrics, run_cli, train_run
+from conftest import read_events, read_metrics, run_cli, train_run
 from hydra.utils import instantiate
 
-from posenc_exp.config import ConfigError, validate
+from posenc_exp.config import ConfigError, compose_train, validate
 from posenc_exp.train import build_module
 
 ATTENTION = ["model=attention", "model.causal=true"]

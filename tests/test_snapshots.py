@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, compose_train, read_events, read_metrics, run_cli
+from conftest import FAST, read_events, read_metrics, run_cli
 from hydra.utils import instantiate
 from PIL import Image
 
+from posenc_exp.config import compose_train
 from posenc_exp.encodings import LearnedAbsolute
 
 pytestmark = pytest.mark.slow

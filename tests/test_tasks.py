@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_train
 from hydra.utils import instantiate
 
+from posenc_exp.config import compose_train
 from posenc_exp.data import AssociativeRecall, AutoregressiveWindows, Copy, LagWindows, Reverse, Sort, eval_lengths
 from posenc_exp.data.ar import is_stationary
 from posenc_exp.data.tokens import IGNORE, PAD, SEP

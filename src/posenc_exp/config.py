@@ -194,7 +194,16 @@ def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR)
                 raise ConfigError(f"{group}={option} is not an option of '{group}': allowed {', '.join(allowed)}")
 
 
-def check_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
+def compose_train(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """The composed ``train`` config, as ``python -m posenc_exp.train <overrides>`` sees it (with the ``hydra``
+    node, e.g. ``hydra.runtime.choices``, when ``return_hydra_config``), via Hydra's compose API."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
     """Compose the config with the command line's overrides, and turn a failure into one line.
 
     Catches what Hydra reports in several lines: a key that does not exist (``model.n_hiden=8``), a value
@@ -203,17 +212,15 @@ def check_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> 
     """
     if any(arg.startswith("-") for arg in overrides):
         return
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            compose(config_name="train", overrides=list(overrides))
+        compose_train(overrides)
     except (HydraException, OmegaConfBaseException) as error:
         # The override to name: the one whose removal lets the rest compose.
         others = lambda o: [x for x in overrides if x != o]  # noqa: E731
-        culprit = next((o for o in overrides if not _compose_error(others(o), config_dir)), None)
+        culprit = next((o for o in overrides if not _compose_error(others(o))), None)
         lines = [f"{culprit}:" if culprit else "", str(error).splitlines()[0]]
         if error.__cause__ is not None:
             lines.append(str(error.__cause__).splitlines()[0])
@@ -221,13 +228,10 @@ def check_overrides(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> 
         raise ConfigError(" ".join(lines).strip() + (hint if "not in struct" in lines[-1] else "")) from None
 
 
-def _compose_error(overrides: Sequence[str], config_dir: Path) -> bool:
+def _compose_error(overrides: Sequence[str]) -> bool:
     """Whether composing with just these overrides fails."""
-    from hydra import compose, initialize_config_dir
-
     try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            compose(config_name="train", overrides=list(overrides))
+        compose_train(overrides)
     except Exception:
         return True
     return False

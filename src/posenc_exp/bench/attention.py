@@ -21,11 +21,10 @@ import statistics
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from posenc_exp import CONFIG_DIR
+from posenc_exp.config import compose_train
 from posenc_exp.module import PosEncModule
 
 ENCODINGS = ("none", "learned", "sinusoidal", "rope", "alibi", "t5")
@@ -45,8 +44,7 @@ def build_module(encoding: str, args: argparse.Namespace) -> PosEncModule:
         f"data.vocab_size={args.vocab_size}",
         f"data.max_len={args.length}",
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_train(overrides)
     torch.manual_seed(args.seed)
     return PosEncModule(
         net=OmegaConf.to_container(cfg.model, resolve=True),

@@ -22,11 +22,10 @@ import tempfile
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from posenc_exp import CONFIG_DIR
+from posenc_exp.config import compose_train
 from posenc_exp.train import build
 
 
@@ -35,8 +34,7 @@ def compose_config(batch_size: int | None, epochs: int, output_dir: str, extra: 
     overrides = [f"trainer.max_epochs={epochs}", f"paths.output_dir={output_dir}", *extra]
     if batch_size is not None:
         overrides.append(f"data.batch_size={batch_size}")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return compose_train(overrides)
 
 
 def time_framework(cfg: DictConfig) -> tuple[float, int]:
