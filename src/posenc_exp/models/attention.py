@@ -131,7 +131,7 @@ class SelfAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """``x``: ``(B, L, d_model)`` -> ``(Attn(x), A or None)``; ``A`` only when ``return_attention``.
 
-        ``sdpa_mask``: :func:`sdpa_mask` of ``bias``, when the caller has built it once for every layer.
+        ``sdpa_mask``: :func:`make_sdpa_mask` of ``bias``, when the caller has built it once for every layer.
         """
         batch, length, d_model = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
