@@ -7,7 +7,11 @@ from typing import Any
 
 
 def print_summary(metrics: dict[str, Any]) -> None:
-    """The seed printed the encodings before and after training; this prints them as a table."""
+    """The seed printed the encodings before and after training; this prints them as a table (for a run of
+    several replicas: each replica's losses, then their mean and standard deviation)."""
+    if "replicas" in metrics:
+        print_replicas(metrics)
+        return
     initial, final = metrics["encoding_initial"], metrics["encoding_final"]
     if initial is not None and initial == final:
         print("\nencoding: fixed, unchanged by training")
@@ -31,3 +35,21 @@ def print_summary(metrics: dict[str, Any]) -> None:
             mark = "*" if int(length) == metrics["train_length"] else " "
             print(f"{length:>7}{mark} | " + " | ".join(f"{values[name]:>9.4f}" for name in names))
         print("(* the training length)")
+
+
+def print_replicas(metrics: dict[str, Any]) -> None:
+    """One line per replica (its seed and final losses), then the mean ± std over the finite ones."""
+    print(f"\n{'replica':>8} | {'seed':>6} | {'train_loss':>10} | {'val_loss':>10}")
+    print(f"{'-' * 8}-+-{'-' * 6}-+-{'-' * 10}-+-{'-' * 10}")
+    for replica in metrics["replicas"]:
+        note = "  (dropped: non-finite)" if replica["dropped"] else ""
+        print(
+            f"{replica['replica']:>8} | {replica['seed']:>6} | {replica['train_loss']:>10.4f} | "
+            f"{replica['val_loss']:>10.4f}{note}"
+        )
+    mean, std = metrics["mean"], metrics["std"]
+    print(
+        f"\nepochs={metrics['epochs']}  train_loss={mean['train_loss']:.4f} ± {std['train_loss']:.4f}  "
+        f"val_loss={mean['val_loss']:.4f} ± {std['val_loss']:.4f}  (mean ± std over {len(metrics['replicas'])} "
+        "replicas; each replica's run is in replica_<k>/)"
+    )

@@ -20,10 +20,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from posenc_exp.callbacks import tensorboard_writer
+from posenc_exp.loggers import replica_writers
 from posenc_exp.models import AttentionStack
+from posenc_exp.models.layers import replica
 from posenc_exp.rundir import DIAGNOSTICS_FILE, write_json
 
 # How many times Diagnostics.measure ran in this process: the "nothing is computed when off" test counts it.
@@ -187,25 +188,34 @@ class Diagnostics(L.Callback):
     (the initialisation), step ``e`` after epoch ``e``. Every step's values also go to ``<run
     dir>/diagnostics.json`` (``{"parameters": n, "epochs": [{"epoch": step, "<tag>": value, ...}, ...]}``,
     written atomically), what ``python -m posenc_exp.analysis.figures`` reads. The history is part of the callback's
-    state, so a resumed run continues it. Without a TensorBoardLogger (e.g. under ``fast_dev_run``) it does
-    nothing.
+    state, so a resumed run continues it. With several replicas each replica is measured on its own (its
+    data, its weights) into its own run, ``replica_<k>/`` and ``replica_<k>/diagnostics.json``. Without a
+    TensorBoardLogger (e.g. under ``fast_dev_run``) it does nothing.
     """
 
     def __init__(self, n_examples: int = 128) -> None:
         self.n_examples = n_examples
-        self.history: list[dict[str, float]] = []
+        self.history: dict[int, list[dict[str, float]]] = {}  # replica -> the record of each step
 
-    def fixed_batches(self, trainer: L.Trainer) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """``(train_x, train_y), (val_x, val_y)``: the first ``n_examples`` of each split, on the module's device."""
+    def fixed_batches(
+        self, trainer: L.Trainer, replica: int = 0
+    ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """``(train_x, train_y), (val_x, val_y)``: the first ``n_examples`` of each split of replica ``replica``
+        (the shared data when the replicas share it), with a replica axis of 1, on the module's device."""
         splits = trainer.datamodule.splits
         device = trainer.lightning_module.device
-        first = lambda split: tuple(t[: self.n_examples].to(device) for t in splits[split])  # noqa: E731
+
+        def first(split: str) -> tuple[Tensor, ...]:
+            index = min(replica, len(splits[split][0]) - 1)
+            return tuple(t[index : index + 1, : self.n_examples].to(device) for t in splits[split])
+
         return first("train"), first("val")
 
-    def measure(self, pl_module: L.LightningModule, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor]):
-        """Every diagnostic of the class docstring for the current weights, as ``{tag: value}``."""
+    def measure(
+        self, pl_module: L.LightningModule, net: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor]
+    ) -> dict[str, float]:
+        """Every diagnostic of the class docstring for the weights of ``net`` (one replica), as ``{tag: value}``."""
         MEASUREMENTS["count"] += 1
-        net = pl_module.net
         values: dict[str, float] = {}
         with torch.no_grad():
             if isinstance(net, AttentionStack):
@@ -214,7 +224,7 @@ class Diagnostics(L.Callback):
                 values["diag/val_loss"] = pl_module.loss(net(val[0]), val[1]).item()
         with torch.enable_grad():
             named = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
-            loss = pl_module.loss(net(train[0]), train[1])
+            loss = pl_module.loss(net(train[0]), train[1]).sum()  # one replica: its loss
             gradients = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         values["diag/train_loss"] = loss.item()
         values["diag/generalization_gap"] = values["diag/val_loss"] - values["diag/train_loss"]
@@ -225,44 +235,48 @@ class Diagnostics(L.Callback):
     @staticmethod
     def measure_layers(net: AttentionStack, loss: Callable, val: tuple[Tensor, Tensor], values: dict) -> float:
         """Add the per-layer measures of the val batch to ``values`` (one forward with internals); return
-        the val loss."""
+        the val loss. ``net`` is one replica: the internals' replica axis is dropped."""
         prediction, internals = net(val[0], return_internals=True)
         for index, hidden in enumerate([internals.inputs, *internals.layers]):
-            values[f"diag/layer{index}/rank_collapse"] = rank_collapse_ratio(hidden.double()).item()
-            values[f"diag/layer{index}/position_probe"] = position_probe_accuracy(hidden)
+            values[f"diag/layer{index}/rank_collapse"] = rank_collapse_ratio(hidden[0].double()).item()
+            values[f"diag/layer{index}/position_probe"] = position_probe_accuracy(hidden[0])
         for index, attention in enumerate(internals.attention, start=1):
             if not net.blocks[index - 1].attention.softmax:
                 continue
-            per_head = attention_entropy(attention.double(), net.causal).tolist()
+            per_head = attention_entropy(attention[0].double(), net.causal).tolist()
             values[f"diag/layer{index}/attention_entropy"] = sum(per_head) / len(per_head)
             for head, entropy in enumerate(per_head):
                 values[f"diag/layer{index}/attention_entropy/head{head}"] = entropy
         return loss(prediction, val[1]).item()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.history:  # a resumed run has its initial record already
+        if not self.history:  # a resumed run has its initial records already
             self.record(trainer, pl_module, step=0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record(trainer, pl_module, step=trainer.current_epoch + 1)
 
     def record(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        """Measure, log at ``step`` (completed epochs) and rewrite ``diagnostics.json``."""
-        writer = tensorboard_writer(trainer)
-        if writer is None or trainer.sanity_checking or not trainer.is_global_zero:
+        """Measure each replica, log at ``step`` (completed epochs) and rewrite its ``diagnostics.json``."""
+        writers = replica_writers(trainer)
+        if not writers or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        parameters = sum(p.numel() for p in pl_module.net.parameters())
-        if step == 0:
-            writer.add_scalar("diag/parameters", parameters, step)
-        values = self.measure(pl_module, *self.fixed_batches(trainer))
-        for tag, value in values.items():
-            writer.add_scalar(tag, value, step)
-        self.history.append({"epoch": step, **values})
-        payload: dict[str, Any] = {"parameters": parameters, "epochs": self.history}
-        write_json(Path(trainer.default_root_dir) / DIAGNOSTICS_FILE, payload, indent=2)
+        several = len(writers) > 1
+        for index, writer in writers:
+            net = replica(pl_module.net, index) if several else pl_module.net
+            parameters = sum(p.numel() for p in net.parameters())
+            if step == 0:
+                writer.add_scalar("diag/parameters", parameters, step)
+            values = self.measure(pl_module, net, *self.fixed_batches(trainer, index))
+            for tag, value in values.items():
+                writer.add_scalar(tag, value, step)
+            history = self.history.setdefault(index, [])
+            history.append({"epoch": step, **values})
+            payload: dict[str, Any] = {"parameters": parameters, "epochs": history}
+            write_json(Path(writer.log_dir) / DIAGNOSTICS_FILE, payload, indent=2)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict["history"])
+        self.history = {int(k): list(v) for k, v in state_dict["history"].items()}

@@ -13,16 +13,20 @@ Every encoding is an ``nn.Module`` with a class attribute ``acts_on``:
   Bias families are built once and shared by every layer; call ``attention_bias`` once per forward pass
   and hand the result to all layers.
 
+Replicas (see ``posenc_exp.models.layers``): every learned tensor has a leading replica axis ``R`` (1 for
+an ordinary run), inputs are ``(R or 1, batch, length, d_model)``, and a bias is ``(R or 1, heads, n_query,
+n_key)``; position-only tensors (fixed tables, angles, slopes) have a replica axis of 1 and are shared.
+
 For the snapshot callback (``posenc_exp.callbacks.EncodingSnapshot``) every encoding also offers:
 
 - ``snapshot()``: the tensor recorded in ``metrics.json`` and tracked over training (histogram, distance
-  from its initial value, per-row history), or ``None``: the table for :class:`LearnedAbsolute` and
-  :class:`Sinusoidal` (``(max_positions, d_model)``), the bucket table for :class:`T5Bias`
-  (``(num_buckets, heads)``), ``None`` for :class:`NoPE`, :class:`RoPE` and :class:`ALiBi`, which have no
-  table (RoPE's frequencies and ALiBi's slopes are fixed and shown as images instead);
-- ``snapshot_histograms()``: name -> values for TensorBoard histograms;
-- ``snapshot_maps(n)``: name -> a numeric map over at most ``n`` positions (2-D, or a stack of one 2-D map per
-  head), which ``posenc_exp.images`` renders as TensorBoard images.
+  from its initial value, per-row history), replica axis first, or ``None``: the table for
+  :class:`LearnedAbsolute` and :class:`Sinusoidal` (``(R, max_positions, d_model)``), the bucket table for
+  :class:`T5Bias` (``(R, num_buckets, heads)``), ``None`` for :class:`NoPE`, :class:`RoPE` and
+  :class:`ALiBi`, which have no table (RoPE's frequencies and ALiBi's slopes are fixed and shown as images instead);
+- ``snapshot_histograms(replica)``: name -> values for TensorBoard histograms;
+- ``snapshot_maps(n, replica)``: name -> a numeric map over at most ``n`` positions (2-D, or a stack of one
+  2-D map per head), which ``posenc_exp.images`` renders as TensorBoard images.
 """
 
 from __future__ import annotations
@@ -47,27 +51,27 @@ class PositionalEncoding(nn.Module):
     acts_on: ClassVar[str] = "input"
 
     def forward(self, x: Tensor) -> Tensor:
-        """Input families: ``x`` is ``(batch, length, d_model)``; returns ``x`` with positions added."""
+        """Input families: ``x`` is ``(R or 1, batch, length, d_model)``; returns ``x`` with positions added."""
         return x
 
     def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotary families: queries and keys ``(batch, heads, length, d_head)``, rotated by position."""
+        """Rotary families: queries and keys ``(..., heads, length, d_head)``, rotated by position."""
         raise NotImplementedError(f"{type(self).__name__} acts on '{self.acts_on}', not on queries and keys")
 
     def attention_bias(self, n_query: int, n_key: int) -> Tensor:
-        """Bias families: the float ``(heads, n_query, n_key)`` bias added to the attention logits."""
+        """Bias families: the float ``(R or 1, heads, n_query, n_key)`` bias added to the attention logits."""
         raise NotImplementedError(f"{type(self).__name__} acts on '{self.acts_on}', not on attention logits")
 
     def snapshot(self) -> Tensor | None:
-        """The tensor the snapshot callback logs (detached, on CPU), or ``None`` when there is none."""
+        """The tensor the snapshot callback logs (detached, on CPU, replica axis first), or ``None``."""
         return None
 
-    def snapshot_histograms(self) -> dict[str, Tensor]:
-        """Name -> values for TensorBoard histograms; by default the snapshot, as ``values``."""
+    def snapshot_histograms(self, replica: int = 0) -> dict[str, Tensor]:
+        """Name -> values for TensorBoard histograms; by default replica ``replica``'s snapshot, as ``values``."""
         current = self.snapshot()
-        return {} if current is None else {"values": current}
+        return {} if current is None else {"values": current[replica]}
 
-    def snapshot_maps(self, n_positions: int) -> dict[str, np.ndarray]:
+    def snapshot_maps(self, n_positions: int, replica: int = 0) -> dict[str, np.ndarray]:
         """Name -> a map over at most ``n_positions`` positions for TensorBoard images: a 2-D array, or a 3-D
         stack of 2-D maps shown side by side on one scale; none by default."""
         return {}
@@ -89,7 +93,8 @@ class NoPE(PositionalEncoding):
 class AbsoluteTable(PositionalEncoding):
     """An absolute table ``P`` with one row per position, added to the input: ``x_i <- x_i + P_i``.
 
-    ``table`` holds the rows (a Parameter or a buffer); ``max_positions`` rows are what ``snapshot()`` records.
+    ``table`` holds the rows, ``(R or 1, positions, d_model)`` (a Parameter or a buffer); ``max_positions`` rows
+    are what ``snapshot()`` records.
     """
 
     option: ClassVar[str]  # the option name in conf/encoding, for error messages
@@ -98,29 +103,30 @@ class AbsoluteTable(PositionalEncoding):
 
     def rows(self, length: int) -> Tensor:
         """The first ``length`` rows; :class:`LengthError` if the table has fewer."""
-        if length > len(self.table):
+        if length > self.table.shape[1]:
             raise LengthError(
-                f"encoding={self.option} has a table of encoding.max_positions={len(self.table)} positions (set "
+                f"encoding={self.option} has a table of encoding.max_positions={self.table.shape[1]} positions (set "
                 f"from data.max_positions) and cannot encode a sequence of length {length}; raise data.max_positions "
                 "or use an encoding without a trained table (sinusoidal, rope, alibi, t5, none)"
             )
-        return self.table[:length]
+        return self.table[:, :length]
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.rows(x.shape[-2]).to(x.dtype)
+        return x + self.rows(x.shape[-2]).unsqueeze(1).to(x.dtype)
 
     def snapshot(self) -> Tensor:
-        return self.table[: self.max_positions].detach().cpu().clone()
+        return self.table[:, : self.max_positions].detach().cpu().clone()
 
-    def snapshot_maps(self, n_positions: int) -> dict[str, np.ndarray]:
+    def snapshot_maps(self, n_positions: int, replica: int = 0) -> dict[str, np.ndarray]:
         """``table``: position (rows) x dimension; ``cosine_similarity``: ``cos(P_i, P_j)`` between positions.
 
         None for a width-1 table (the seed's vector): its cosines are only signs, and the snapshot callback's
         position x epoch history already shows every value.
         """
-        if self.table.shape[1] == 1:
+        if self.table.shape[-1] == 1:
             return {}
-        table = self.table[: min(self.max_positions, n_positions)].detach().float().cpu()
+        table = self.table[min(replica, len(self.table) - 1), : min(self.max_positions, n_positions)]
+        table = table.detach().float().cpu()
         unit = nn.functional.normalize(table, dim=1)
         return {"table": table.numpy(), "cosine_similarity": (unit @ unit.T).numpy()}
 
@@ -139,7 +145,7 @@ class LearnedAbsolute(AbsoluteTable):
     def __init__(self, max_positions: int, d_model: int = 1, init_std: float = 1.0) -> None:
         super().__init__()
         self.max_positions = max_positions
-        self.table = nn.Parameter(torch.randn(max_positions, d_model) * init_std)
+        self.table = nn.Parameter((torch.randn(max_positions, d_model) * init_std).unsqueeze(0))
 
 
 def sinusoid_table(length: int, d_model: int, base: float = 10000.0) -> Tensor:
@@ -170,15 +176,16 @@ class Sinusoidal(AbsoluteTable):
     def __init__(self, d_model: int, max_positions: int, learnable: bool = False, base: float = 10000.0) -> None:
         super().__init__()
         self.d_model, self.max_positions, self.learnable, self.base = d_model, max_positions, learnable, base
-        table = sinusoid_table(max_positions, d_model, base)
+        table = sinusoid_table(max_positions, d_model, base).unsqueeze(0)
         if learnable:
             self.table = nn.Parameter(table)
         else:
             self.register_buffer("table", table, persistent=False)
 
     def rows(self, length: int) -> Tensor:
-        if not self.learnable and length > len(self.table):
-            self.table = sinusoid_table(max(length, 2 * len(self.table)), self.d_model, self.base).to(self.table.device)
+        if not self.learnable and length > self.table.shape[1]:
+            grown = sinusoid_table(max(length, 2 * self.table.shape[1]), self.d_model, self.base)
+            self.table = grown.unsqueeze(0).to(self.table.device)
         return super().rows(length)
 
 
@@ -243,11 +250,11 @@ class RoPE(PositionalEncoding):
     def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         return self._rotate_pairs(q), self._rotate_pairs(k)
 
-    def snapshot_histograms(self) -> dict[str, Tensor]:
+    def snapshot_histograms(self, replica: int = 0) -> dict[str, Tensor]:
         """``log10_frequency``: ``log10 theta_i``, evenly spread over ``[-4 (d-2)/d, 0]``."""
         return {"log10_frequency": self.frequencies.log10().cpu()}
 
-    def snapshot_maps(self, n_positions: int) -> dict[str, np.ndarray]:
+    def snapshot_maps(self, n_positions: int, replica: int = 0) -> dict[str, np.ndarray]:
         """``rotation``: ``cos(m theta_i)``, position ``m`` (rows) x frequency ``i`` (columns)."""
         return {"rotation": self.angles_for(min(self.max_positions, n_positions)).cos().cpu().numpy()}
 
@@ -279,11 +286,12 @@ class BiasEncoding(PositionalEncoding):
         return query[:, None] - key[None, :]
 
     @torch.no_grad()
-    def snapshot_maps(self, n_positions: int) -> dict[str, np.ndarray]:
+    def snapshot_maps(self, n_positions: int, replica: int = 0) -> dict[str, np.ndarray]:
         """``bias``: each head's bias over ``n x n`` positions (query rows, key columns), one map per head,
         ``n = min(max_positions, n_positions)``."""
         n = min(self.max_positions, n_positions)
-        return {"bias": self.attention_bias(n, n).float().cpu().numpy()}
+        bias = self.attention_bias(n, n)
+        return {"bias": bias[min(replica, len(bias) - 1)].float().cpu().numpy()}
 
 
 def alibi_slopes(n_heads: int) -> list[float]:
@@ -325,7 +333,7 @@ class ALiBi(BiasEncoding):
         return self.per_shape(n_query, n_key, self.slopes.device, build)
 
     def attention_bias(self, n_query: int, n_key: int) -> Tensor:
-        return -self.slopes * self.distance(n_query, n_key)
+        return (-self.slopes * self.distance(n_query, n_key)).unsqueeze(0)
 
 
 def t5_bucket(relative_position: Tensor, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128) -> Tensor:
@@ -356,8 +364,8 @@ class T5Bias(BiasEncoding):
     Text-to-Text Transformer", JMLR 2020 (T5), Sec. 2.1.
 
     Head ``h`` adds ``b[bucket(j - i), h]`` to the logit of query ``i`` and key ``j``, with a learned table
-    ``b in R^{num_buckets x H}`` (``N(0, init_std^2)`` at init) and :func:`t5_bucket`: exact buckets for
-    small distances, log-spaced ones up to ``max_distance``, the last bucket beyond (so any length is
+    ``b in R^{num_buckets x H}`` per replica (``N(0, init_std^2)`` at init) and :func:`t5_bucket`: exact
+    buckets for small distances, log-spaced ones up to ``max_distance``, the last bucket beyond (so any length is
     served). Bidirectional (half the buckets per direction) unless ``causal``. One instance is shared by all
     layers, as in T5. ``snapshot()`` is the table ``b``.
     """
@@ -374,12 +382,12 @@ class T5Bias(BiasEncoding):
         super().__init__()
         self.n_heads, self.causal, self.max_positions = n_heads, causal, max_positions
         self.num_buckets, self.max_distance = num_buckets, max_distance
-        self.relative_bias = nn.Embedding(num_buckets, n_heads)
-        nn.init.normal_(self.relative_bias.weight, std=init_std)
+        table = nn.Embedding(num_buckets, n_heads).weight.detach()  # draws as the nn.Embedding T5 uses
+        self.relative_bias = nn.Parameter(nn.init.normal_(table, std=init_std).unsqueeze(0))
 
     def buckets(self, n_query: int, n_key: int) -> Tensor:
         """The ``(n_query, n_key)`` bucket indices, cached for the last shape and device."""
-        device = self.relative_bias.weight.device
+        device = self.relative_bias.device
 
         def build() -> Tensor:
             relative = -self.relative_distance(n_query, n_key, device)
@@ -388,8 +396,8 @@ class T5Bias(BiasEncoding):
         return self.per_shape(n_query, n_key, device, build)
 
     def attention_bias(self, n_query: int, n_key: int) -> Tensor:
-        # Index the transposed (heads, buckets) table: the result is (heads, n_query, n_key), contiguous.
-        return self.relative_bias.weight.T[:, self.buckets(n_query, n_key)]
+        # Index the transposed (R, heads, buckets) table: the result is (R, heads, n_query, n_key), contiguous.
+        return self.relative_bias.transpose(1, 2)[:, :, self.buckets(n_query, n_key)]
 
     def snapshot(self) -> Tensor:
-        return self.relative_bias.weight.detach().cpu().clone()
+        return self.relative_bias.detach().cpu().clone()

@@ -63,6 +63,7 @@ def render_map(values: np.ndarray) -> np.ndarray:
     return tile_heatmaps(list(values), cell_pixels(*values.shape[1:], IMAGE_PIXELS // 2))
 
 
-def snapshot_images(encoding: PositionalEncoding) -> dict[str, np.ndarray]:
-    """Name -> ``(H, W, 3)`` uint8 image of each of the encoding's maps over at most ``IMAGE_POSITIONS``."""
-    return {name: render_map(values) for name, values in encoding.snapshot_maps(IMAGE_POSITIONS).items()}
+def snapshot_images(encoding: PositionalEncoding, replica: int = 0) -> dict[str, np.ndarray]:
+    """Name -> ``(H, W, 3)`` uint8 image of each of replica ``replica``'s maps over at most ``IMAGE_POSITIONS``."""
+    maps = encoding.snapshot_maps(IMAGE_POSITIONS, replica)
+    return {name: render_map(values) for name, values in maps.items()}

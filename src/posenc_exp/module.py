@@ -8,10 +8,21 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_exact_match
 
 from posenc_exp.data.tokens import IGNORE
 from posenc_exp.errors import NonFiniteLossError
+from posenc_exp.models.layers import broadcast_replicas, stack_replicas
+
+
+def build_net(net: dict[str, Any], replicas: int, seed: int) -> nn.Module:
+    """``replicas`` networks of config ``net`` stacked on the replica axis, replica ``k`` initialised as an
+    ordinary run with seed ``seed + k`` (built under that seed, without touching the global RNG)."""
+    models = []
+    for k in range(replicas):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + k)
+            models.append(instantiate(net))
+    return stack_replicas(models)
 
 
 class PosEncModule(L.LightningModule):
@@ -19,6 +30,14 @@ class PosEncModule(L.LightningModule):
 
     The init arguments are plain dicts (the resolved ``model`` and ``optimizer`` configs), so checkpoints
     hold only primitives and load with ``torch.load(path, weights_only=True)``.
+
+    Replicas: the network holds ``replicas`` models on a leading replica axis (``posenc_exp.models.layers``),
+    replica ``k`` initialised as the ordinary run with seed ``seed + k``, all trained by one optimizer step per
+    mini-batch on the sum of their losses (each replica's gradient is its own loss's). Every loss and metric
+    is computed per replica, ``(R,)``; the logged ``train/loss``, ``val/<metric>`` are the means over the
+    replicas that are still finite, and with ``R > 1`` each replica's value is also logged as
+    ``<tag>/replica_<k>`` (what the per-replica TensorBoard runs show). A replica whose training loss
+    becomes non-finite is dropped from the means and reported; the run stops only when none is left.
 
     Training uses manual optimization over a chunk of mini-batches (see ``posenc_exp.data.base``): one
     optimizer step per mini-batch, loss ``MSE(f(x), y)`` for ``task="regression"`` and the token-mean
@@ -42,11 +61,15 @@ class PosEncModule(L.LightningModule):
         train_length: int | None = None,
         eval_lengths: list[int] | None = None,
         loss_floor: float | None = None,
+        replicas: int = 1,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.net: nn.Module = instantiate(net)
+        self.replicas, self.seed = replicas, seed
+        self.net: nn.Module = build_net(net, replicas, seed)
+        self.register_buffer("alive", torch.ones(replicas, dtype=torch.bool))
         self.encoding_initial: Tensor | None = None
         self.task, self.loss_floor = task, loss_floor
         self.train_length = train_length
@@ -68,9 +91,23 @@ class PosEncModule(L.LightningModule):
         return self.net(x)
 
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Each replica's loss, ``(R,)``: the MSE, or the token-mean cross-entropy over targets other than
+        ``IGNORE``; ``target`` ``(R or 1, batch, ...)`` is shared by the replicas when its replica axis is 1."""
+        target = broadcast_replicas(target, prediction.shape[0])
         if self.task == "tokens":
-            return nn.functional.cross_entropy(prediction.flatten(0, 1), target.flatten(), ignore_index=IGNORE)
-        return nn.functional.mse_loss(prediction, target)
+            per_token = nn.functional.cross_entropy(
+                prediction.flatten(0, -2), target.flatten(), ignore_index=IGNORE, reduction="none"
+            ).view(target.shape[0], -1)
+            return per_token.sum(dim=1) / (target != IGNORE).flatten(1).sum(dim=1)
+        return (prediction - target).square().flatten(1).mean(dim=1)
+
+    def log_replicas(self, name: str, values: Tensor, **kwargs: Any) -> None:
+        """Log ``name`` as the mean over the finite replicas and, with several replicas, each replica's value."""
+        alive = self.alive
+        self.log(name, values[alive].mean() if not alive.all() else values.mean(), **kwargs)
+        if self.replicas > 1:
+            for k in range(self.replicas):
+                self.log(f"{name}/replica_{k}", values[k], **kwargs)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return instantiate(self.hparams.optimizer, _partial_=True)(self.parameters())
@@ -81,21 +118,31 @@ class PosEncModule(L.LightningModule):
 
     def training_step(self, chunk: tuple[Tensor, Tensor], batch_idx: int) -> None:
         optimizer = self.optimizers()
-        total = torch.zeros((), device=self.device)
+        total = torch.zeros(self.replicas, device=self.device)
         for x, y in zip(*chunk, strict=True):
-            loss = self.loss(self.net(x), y)
+            losses = self.loss(self.net(x), y)
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            # A replica that became non-finite is out: its (non-finite) loss no longer reaches the others.
+            self.manual_backward(torch.where(self.alive, losses, 0.0).sum())
             optimizer.step()
-            total += loss.detach() * len(y)
-        n = chunk[1].shape[0] * chunk[1].shape[1]
-        if not torch.isfinite(total):
-            raise NonFiniteLossError(
-                f"training loss became non-finite at epoch {self.current_epoch}, step {self.global_step}; "
-                "lower optimizer.lr (the last good checkpoint is kept)"
-            )
-        self.log("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+            total += losses.detach() * y.shape[1]
+        n = chunk[1].shape[0] * chunk[1].shape[2]
+        if not torch.isfinite(total[self.alive]).all():
+            self.drop_non_finite(total)
+        self.log_replicas("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log_epoch_as_step()
+
+    def drop_non_finite(self, total: Tensor) -> None:
+        """Drop the replicas whose loss is no longer finite; :class:`NonFiniteLossError` when none is left."""
+        where = f"at epoch {self.current_epoch}, step {self.global_step}"
+        if self.replicas == 1 or not torch.isfinite(total).any():
+            raise NonFiniteLossError(
+                f"training loss became non-finite {where}; lower optimizer.lr (the last good checkpoint is kept)"
+            )
+        dropped = (~torch.isfinite(total) & self.alive).nonzero().flatten().tolist()
+        self.alive[dropped] = False
+        seeds = ", ".join(f"{k} (seed={self.seed + k})" for k in dropped)
+        print(f"warning: replica {seeds}: training loss became non-finite {where}; the other replicas go on")
 
     def log_epoch_as_step(self) -> None:
         """Make the epoch the x-axis of the epoch-level scalars, as it is for the snapshots and diagnostics.
@@ -114,29 +161,41 @@ class PosEncModule(L.LightningModule):
         if self.loss_floor is not None:
             metrics["loss_gap"] = loss - self.loss_floor
         if self.task == "tokens":
-            predicted, n_classes = prediction.argmax(dim=-1), prediction.shape[-1]
-            metrics["acc"] = multiclass_accuracy(predicted, y, n_classes, average="micro", ignore_index=IGNORE)
-            metrics["seq_acc"] = multiclass_exact_match(predicted, y, n_classes, ignore_index=IGNORE)
+            metrics.update(token_accuracies(prediction, broadcast_replicas(y, prediction.shape[0])))
         if dataloader_idx == 0:  # once: the epoch's validation values are written together, at this step
             self.log_epoch_as_step()
+        n = y.shape[1]
         for name, value in metrics.items() if self.eval_lengths else ():
-            self.log(f"val/{name}@len={length}", value, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
+            self.log_replicas(f"val/{name}@len={length}", value, batch_size=n, add_dataloader_idx=False, sync_dist=True)
         if length != self.train_length:
             return  # extrapolation may legitimately overflow; only the training length stops the run
         for name, value in metrics.items():
             if name != "loss":
-                self.log(f"val/{name}", value, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
+                self.log_replicas(f"val/{name}", value, batch_size=n, add_dataloader_idx=False, sync_dist=True)
         # Checked before the epoch's checkpoints are written: finite weights can still overflow in the forward
         # pass, and last.ckpt must stay the last state that evaluates to a finite loss.
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"validation loss became non-finite at epoch {self.current_epoch}; lower optimizer.lr "
-                "(the last good checkpoint is kept)"
-            )
-        self.log("val/loss", loss, on_epoch=True, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
+        if not torch.isfinite(loss[self.alive]).all():
+            if self.replicas == 1:
+                raise NonFiniteLossError(
+                    f"validation loss became non-finite at epoch {self.current_epoch}; lower optimizer.lr "
+                    "(the last good checkpoint is kept)"
+                )
+            self.drop_non_finite(torch.where(torch.isfinite(loss), 0.0, loss))
+        self.log_replicas("val/loss", loss, on_epoch=True, batch_size=n, add_dataloader_idx=False, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["encoding_initial"] = self.encoding_initial
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.encoding_initial = checkpoint.get("encoding_initial")
+
+
+def token_accuracies(prediction: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """Per replica, ``(R,)`` each, from logits ``(R, B, L, V)`` and targets ``(R, B, L)``: ``acc``, the accuracy
+    over answer tokens (targets other than ``IGNORE``), and ``seq_acc``, the share of sequences whose answer
+    tokens are all right (what torchmetrics calls micro accuracy and exact match with ``ignore_index``)."""
+    answer = target != IGNORE
+    right = prediction.argmax(dim=-1) == target
+    acc = (right & answer).flatten(1).sum(dim=1) / answer.flatten(1).sum(dim=1)
+    seq_acc = (right | ~answer).all(dim=-1).float().mean(dim=1)
+    return {"acc": acc, "seq_acc": seq_acc}

@@ -50,3 +50,8 @@ def flatten(payload: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def numbers(payload: dict[str, Any]) -> dict[str, float]:
+    """The numeric leaves of :func:`flatten` (booleans, strings and lists left out), as floats."""
+    return {k: float(v) for k, v in flatten(payload).items() if isinstance(v, int | float) and not isinstance(v, bool)}

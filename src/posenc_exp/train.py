@@ -21,13 +21,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
-from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.config import check_group_choices, check_overrides, check_renamed, validate
 from posenc_exp.console import print_summary
 from posenc_exp.data import SyntheticDataModule
 from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.hparams import hparams_of, log_hparams
+from posenc_exp.loggers import REPLICA_DIR, ReplicaLogger, replica_writers, tensorboard_writer
 from posenc_exp.module import PosEncModule
+from posenc_exp.replicas import (
+    data_seeds,
+    replica_config,
+    replica_logged,
+    replica_overrides,
+    summary,
+    write_replica_dir,
+)
 from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, write_json
 from posenc_exp.sweep import (
     check_distributed_sweep,
@@ -40,10 +48,11 @@ from posenc_exp.sweep import (
 )
 
 
-def encoding_as_list(encoding: Tensor | None) -> list | None:
-    """A snapshot as nested lists; a width-1 table (the seed's vector) as a flat list."""
+def encoding_as_list(encoding: Tensor | None, replica: int = 0) -> list | None:
+    """Replica ``replica``'s snapshot as nested lists; a width-1 table (the seed's vector) as a flat list."""
     if encoding is None:
         return None
+    encoding = encoding[replica]
     return (encoding.squeeze(-1) if encoding.shape[-1] == 1 else encoding).tolist()
 
 
@@ -64,6 +73,8 @@ def build_module(cfg: DictConfig, datamodule: SyntheticDataModule) -> PosEncModu
         train_length=datamodule.train_length,
         eval_lengths=datamodule.eval_lengths,
         loss_floor=getattr(datamodule, "loss_floor", None),
+        replicas=cfg.get("replicas", 1),
+        seed=cfg.seed,
     )
 
 
@@ -71,9 +82,13 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
     """Seed, then instantiate the datamodule (set up), the module and the trainer from a composed config."""
     L.seed_everything(cfg.seed, verbose=False)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    if (seeds := data_seeds(cfg)) is not None:
+        datamodule.replicate(seeds)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if logger and module.replicas > 1:
+        logger = [logger, *(ReplicaLogger(cfg.paths.output_dir, k) for k in range(module.replicas))]
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar it may not show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -90,33 +105,70 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
-    if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
-        log_hparams(writer, hparams_of(cfg), ["train/loss", *module.validation_tags()])
+    if trainer.is_global_zero:
+        tags = ["train/loss", *module.validation_tags()]
+        if module.replicas > 1 and (writer := tensorboard_writer(trainer)) is not None:
+            log_hparams(writer, hparams_of(cfg), tags)
+        for replica, writer in replica_writers(trainer):
+            log_hparams(writer, hparams_of(replica_config(cfg, replica)), tags)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     logged = {k: v.item() for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
-    metrics: dict[str, Any] = {
-        "train_loss": logged.get("train/loss", math.nan),
-        "val_loss": logged.get("val/loss", math.nan),
-        "best_val_loss": checkpoint.best_model_score.item() if checkpoint and checkpoint.best_model_score else None,
+    common: dict[str, Any] = {
         "val_loss_floor": module.loss_floor,
-        "val_loss_gap": logged.get("val/loss_gap"),
         "train_length": module.train_length,
-        "eval": per_length_metrics(logged, module),
         "epochs": trainer.current_epoch,
         "optimizer_steps": trainer.global_step,
         "wall_time_s": round(time.perf_counter() - started, 3),
         "threads": torch.get_num_threads(),
-        "overrides": job_overrides(),
-        "encoding_initial": encoding_as_list(module.encoding_initial),
-        "encoding_final": encoding_as_list(module.net.encoding.snapshot()),
     }
+    final = module.net.encoding.snapshot()
+    replicas = [
+        {
+            "seed": cfg.seed + k,
+            **run_metrics(values, module, common),
+            "dropped": not module.alive[k].item(),
+            "overrides": replica_overrides(job_overrides(), cfg.seed + k) if module.replicas > 1 else job_overrides(),
+            "encoding_initial": encoding_as_list(module.encoding_initial, k),
+            "encoding_final": encoding_as_list(final, k),
+        }
+        for k, values in enumerate(
+            [logged] if module.replicas == 1 else [replica_logged(logged, k) for k in range(module.replicas)]
+        )
+    ]
+    best = checkpoint.best_model_score.item() if checkpoint and checkpoint.best_model_score else None
+    if module.replicas == 1:
+        metrics = {**replicas[0], "best_val_loss": best}
+        del metrics["seed"], metrics["dropped"]
+    else:
+        runs = [{"replica": k, "dir": REPLICA_DIR.format(k), **r} for k, r in enumerate(replicas)]
+        metrics = {**run_metrics(logged, module, common), "best_val_loss": best, "overrides": job_overrides()}
+        metrics.update(summary(replicas), replicas=[{k: r[k] for k in REPLICA_SUMMARY_KEYS if k in r} for r in runs])
     if trainer.is_global_zero:
-        write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics, indent=2)
+        output_dir = Path(cfg.paths.output_dir)
+        if module.replicas > 1:
+            for k, replica_metrics in enumerate(replicas):
+                write_replica_dir(output_dir, k, replica_metrics)
+        write_json(output_dir / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)
     return metrics
+
+
+# What the run's metrics.json lists of each replica (the rest is in replica_<k>/metrics.json).
+REPLICA_SUMMARY_KEYS = ("replica", "dir", "seed", "dropped", "train_loss", "val_loss")
+
+
+def run_metrics(logged: dict[str, float], module: PosEncModule, common: dict[str, Any]) -> dict[str, Any]:
+    """The losses and per-length metrics of one run (or one replica) from its logged values."""
+    return {
+        "train_loss": logged.get("train/loss", math.nan),
+        "val_loss": logged.get("val/loss", math.nan),
+        "val_loss_gap": logged.get("val/loss_gap"),
+        "eval": per_length_metrics(logged, module),
+        **common,
+    }
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

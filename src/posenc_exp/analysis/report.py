@@ -42,7 +42,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from posenc_exp.analysis.plots import grid, save
-from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, OVERRIDES_FILE, STATUS_FILE, flatten, parse_overrides
+from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, OVERRIDES_FILE, STATUS_FILE, numbers, parse_overrides
 
 ACTIVE_WINDOW_S = 600  # without STATUS_FILE: a job dir changed this recently counts as running
 PLOT_DIR = "plots"
@@ -61,11 +61,6 @@ def typed(value: str) -> int | float | str:
         except ValueError:
             pass
     return value
-
-
-def flatten_metrics(payload: dict[str, Any]) -> dict[str, float]:
-    """The numeric leaves of ``metrics.json``, nested keys joined by ``/`` (``eval/40/acc``); lists skipped."""
-    return {k: float(v) for k, v in flatten(payload).items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 @dataclass
@@ -94,7 +89,7 @@ def load_run(job_dir: Path) -> Run:
     metrics_file, failure_file = job_dir / METRICS_FILE, job_dir / FAILURE_FILE
     if metrics_file.is_file():
         try:
-            run.metrics = flatten_metrics(json.loads(metrics_file.read_text()))
+            run.metrics = numbers(json.loads(metrics_file.read_text()))
         except (json.JSONDecodeError, AttributeError) as error:
             run.error = f"unreadable {METRICS_FILE}: {error}"
     elif failure_file.is_file():

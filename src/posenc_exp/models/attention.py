@@ -31,10 +31,13 @@ sublayers ``F`` in (attention, MLP), ``N`` a LayerNorm:
 ``residual=False`` drops the ``X +`` term (``F(N(X))``, ``N(F(X))`` or ``F(X)``). The MLP is
 ``W_2 GELU(W_1 x)`` with hidden width ``mlp_ratio * d_model``.
 
-Inputs: scalars ``(B, L)`` (regression tasks, embedded by ``Linear(1, d_model)``) when ``vocab_size`` is
-``None``, else token ids ``(B, L)`` (embedded by ``nn.Embedding(vocab_size, d_model)``). Read-out:
+Inputs: scalars ``(R or 1, B, L)`` (regression tasks, embedded by ``Linear(1, d_model)``) when ``vocab_size``
+is ``None``, else token ids ``(R or 1, B, L)`` (embedded by an ``Embedding(vocab_size, d_model)``). Read-out:
 regression, a scalar ``Linear(d_model, 1)`` of the last position's state (the position that has seen the
-whole window, also under a causal mask), ``(B,)``; tokens, per-position logits ``(B, L, vocab_size)``.
+whole window, also under a causal mask), ``(R, B)``; tokens, per-position logits ``(R, B, L, vocab_size)``.
+
+Replicas: every weight has a leading replica axis ``R`` (``posenc_exp.models.layers``); activations are
+``(R, B, L, d_model)``, and attention folds the replica axis into SDPA's batch.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from posenc_exp.encodings import PositionalEncoding, sinusoid_table
+from posenc_exp.models.layers import Embedding, LayerNorm, Linear
 
 NORMS = ("pre", "post", "none")
 
@@ -56,9 +60,9 @@ NORMS = ("pre", "post", "none")
 class Internals:
     """What :meth:`AttentionStack.forward` returns with ``return_internals=True``, besides the output.
 
-    ``inputs``: the embedded input with an input encoding added, ``(B, L, d_model)``;
-    ``layers``: each layer's output, ``depth`` tensors ``(B, L, d_model)`` (before the final norm);
-    ``attention``: each layer's attention matrix ``A``, ``depth`` tensors ``(B, H, L, L)``
+    ``inputs``: the embedded input with an input encoding added, ``(R, B, L, d_model)``;
+    ``layers``: each layer's output, ``depth`` tensors ``(R, B, L, d_model)`` (before the final norm);
+    ``attention``: each layer's attention matrix ``A``, ``depth`` tensors ``(R, B, H, L, L)``
     (probabilities with softmax on; the normalised scores with softmax off).
     """
 
@@ -73,7 +77,8 @@ def causal_mask(n_query: int, n_key: int, device: torch.device) -> Tensor:
 
 
 def attention_matrix(q: Tensor, k: Tensor, bias: Tensor | None, causal: bool, softmax: bool) -> Tensor:
-    """The attention matrix ``A`` of the module docstring, written out: ``(B, H, L_q, L_k)``.
+    """The attention matrix ``A`` of the module docstring, written out: ``(..., H, L_q, L_k)`` from queries and
+    keys ``(..., H, L, d_head)`` and a bias broadcastable to it.
 
     Softmax on: ``softmax(Q K^T / sqrt(d) + B + M)``. Softmax off: ``(Q K^T / sqrt(d) + B)`` with masked
     entries set to 0 and each row divided by its number of attended keys.
@@ -92,15 +97,19 @@ def attention_matrix(q: Tensor, k: Tensor, bias: Tensor | None, causal: bool, so
     return scores.masked_fill(~allowed, 0.0) / allowed.sum(dim=-1, keepdim=True)
 
 
-def make_sdpa_mask(bias: Tensor, causal: bool) -> Tensor:
-    """The bias ``(H, L, L)`` as SDPA's float mask ``(1, H, L, L)``, with ``-inf`` above the diagonal if causal.
+def make_sdpa_mask(bias: Tensor, causal: bool, batch: int) -> Tensor:
+    """The bias ``(R or 1, H, L, L)`` as SDPA's float mask for the replica axis folded into a batch of ``batch``:
+    ``(1, H, L, L)`` for a bias the replicas share, ``(R * batch, H, L, L)`` for one per replica; with ``-inf``
+    above the diagonal if causal.
 
     A 4-D mask lets PyTorch pick its fused CPU kernel; a 3-D one falls back to the unfused math path (about
     twice slower at L = 128, torch 2.13).
     """
     if causal:
         bias = bias.masked_fill(~causal_mask(*bias.shape[-2:], bias.device), float("-inf"))
-    return bias.unsqueeze(0)
+    if len(bias) == 1:
+        return bias
+    return bias.unsqueeze(1).expand(-1, batch, -1, -1, -1).flatten(0, 1)
 
 
 class SelfAttention(nn.Module):
@@ -118,8 +127,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.n_heads, self.softmax, self.causal, self.position_only = n_heads, softmax, causal, position_only
         self.use_sdpa = True
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
+        self.qkv = Linear(d_model, 3 * d_model)
+        self.out = Linear(d_model, d_model)
 
     def forward(
         self,
@@ -129,28 +138,31 @@ class SelfAttention(nn.Module):
         return_attention: bool = False,
         sdpa_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``x``: ``(B, L, d_model)`` -> ``(Attn(x), A or None)``; ``A`` only when ``return_attention``.
+        """``x``: ``(R, B, L, d_model)`` -> ``(Attn(x), A or None)``; ``A`` only when ``return_attention``.
 
-        ``sdpa_mask``: :func:`make_sdpa_mask` of ``bias``, when the caller has built it once for every layer.
+        ``bias``: ``(R or 1, H, L, L)``. ``sdpa_mask``: :func:`make_sdpa_mask` of ``bias``, when the caller has
+        built it once for every layer.
         """
-        batch, length, d_model = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+        replicas, batch, length, d_model = x.shape
+        heads_of = lambda t: t.view(replicas, batch, length, 3, self.n_heads, -1).permute(3, 0, 1, 4, 2, 5)  # noqa: E731
+        q, k, v = heads_of(self.qkv(x))  # each (R, B, H, L, d_head)
         if self.position_only:
-            positions = sinusoid_table(length, d_model).to(x).expand(batch, length, d_model)
-            q, k, _ = self.qkv(positions).view(batch, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+            positions = sinusoid_table(length, d_model).to(x).expand(replicas, batch, length, d_model)
+            q, k, _ = heads_of(self.qkv(positions))
         if encoding.acts_on == "rotary":
             q, k = encoding.rotate(q, k)
         weights = None
         if self.softmax and self.use_sdpa and not return_attention:
             if bias is not None and sdpa_mask is None:
-                sdpa_mask = make_sdpa_mask(bias, self.causal)
+                sdpa_mask = make_sdpa_mask(bias, self.causal, batch)
+            q, k, v = q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)  # the replica axis folded into the batch
             heads = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=sdpa_mask, is_causal=self.causal and sdpa_mask is None
-            )
+            ).view(replicas, batch, self.n_heads, length, -1)
         else:
-            weights = attention_matrix(q, k, bias, self.causal, self.softmax)
+            weights = attention_matrix(q, k, None if bias is None else bias.unsqueeze(1), self.causal, self.softmax)
             heads = weights @ v
-        return self.out(heads.transpose(1, 2).reshape(batch, length, d_model)), weights
+        return self.out(heads.transpose(2, 3).reshape(replicas, batch, length, d_model)), weights
 
 
 class Block(nn.Module):
@@ -172,12 +184,12 @@ class Block(nn.Module):
         self.residual, self.norm = residual, norm
         self.attention = SelfAttention(d_model, n_heads, softmax=softmax, causal=causal, position_only=position_only)
         self.mlp = (
-            nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model))
+            nn.Sequential(Linear(d_model, mlp_ratio * d_model), nn.GELU(), Linear(mlp_ratio * d_model, d_model))
             if mlp
             else None
         )
         n_sublayers = 2 if mlp else 1
-        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_sublayers if norm != "none" else 0))
+        self.norms = nn.ModuleList(LayerNorm(d_model) for _ in range(n_sublayers if norm != "none" else 0))
 
     def _wrap(self, index: int, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
         """``x + F(N(x))`` (pre), ``N(x + F(x))`` (post) or ``x + F(x)`` (none); without ``x +`` if no residual."""
@@ -235,27 +247,27 @@ class AttentionStack(nn.Module):
         self.d_model, self.n_heads, self.depth = d_model, n_heads, depth
         self.vocab_size, self.causal, self.norm = vocab_size, causal, norm
         self.encoding = encoding
-        self.embed = nn.Linear(1, d_model) if vocab_size is None else nn.Embedding(vocab_size, d_model)
+        self.embed = Linear(1, d_model) if vocab_size is None else Embedding(vocab_size, d_model)
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, softmax, residual, norm, mlp, causal, mlp_ratio, position_only)
             for _ in range(depth)
         )
-        self.final_norm = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
-        self.readout = nn.Linear(d_model, 1 if vocab_size is None else vocab_size)
+        self.final_norm = LayerNorm(d_model) if norm == "pre" else nn.Identity()
+        self.readout = Linear(d_model, 1 if vocab_size is None else vocab_size)
 
     def embed_input(self, x: Tensor) -> Tensor:
-        """Scalars ``(B, L)`` or token ids ``(B, L)`` -> ``(B, L, d_model)``, with an input encoding added."""
+        """Scalars or token ids ``(R or 1, B, L)`` -> ``(R, B, L, d_model)``, with an input encoding added."""
         h = self.embed(x.unsqueeze(-1)) if self.vocab_size is None else self.embed(x)
         return self.encoding(h) if self.encoding.acts_on == "input" else h
 
     def layers(self, h: Tensor, return_internals: bool = False) -> tuple[Tensor, Internals | None]:
-        """The ``depth`` blocks over an embedded input ``h`` ``(B, L, d_model)``, without final norm or read-out.
+        """The ``depth`` blocks over an embedded input ``h`` ``(R, B, L, d_model)``, without final norm or read-out.
 
         A bias encoding's bias (and its SDPA mask) is computed once and shared by every layer.
         """
-        length = h.shape[1]
+        batch, length = h.shape[1:3]
         bias = self.encoding.attention_bias(length, length) if self.encoding.acts_on == "bias" else None
-        sdpa_mask = make_sdpa_mask(bias, self.causal) if bias is not None else None
+        sdpa_mask = make_sdpa_mask(bias, self.causal, batch) if bias is not None else None
         internals = Internals(inputs=h, layers=[], attention=[]) if return_internals else None
         for block in self.blocks:
             h, weights = block(h, self.encoding, bias, return_internals, sdpa_mask)
@@ -265,12 +277,12 @@ class AttentionStack(nn.Module):
         return h, internals
 
     def forward(self, x: Tensor, return_internals: bool = False) -> Tensor | tuple[Tensor, Internals]:
-        """``x`` ``(B, L)`` -> ``(B,)`` (regression) or ``(B, L, vocab_size)`` (tokens).
+        """``x`` ``(R or 1, B, L)`` -> ``(R, B)`` (regression) or ``(R, B, L, vocab_size)`` (tokens).
 
         With ``return_internals=True`` also an :class:`Internals`; attention matrices are then computed
         explicitly (the hand-written path), which is slower and meant for diagnostics only.
         """
         h, internals = self.layers(self.embed_input(x), return_internals)
         h = self.final_norm(h)
-        out = self.readout(h[:, -1]).squeeze(-1) if self.vocab_size is None else self.readout(h)
+        out = self.readout(h[:, :, -1]).squeeze(-1) if self.vocab_size is None else self.readout(h)
         return (out, internals) if internals is not None else out

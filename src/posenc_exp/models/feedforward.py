@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from posenc_exp.encodings import NoPE, PositionalEncoding
+from posenc_exp.models.layers import Linear
 
 
 class FeedForward(nn.Module):
@@ -15,7 +16,8 @@ class FeedForward(nn.Module):
 
     The encoding is redundant with the first bias (the "bias identity"):
     ``W1 (x + p) + b1 = W1 x + (W1 p + b1)``, so :meth:`fold_encoding` returns an equivalent network
-    without an encoding. Only input-acting encodings of width 1 fit this model.
+    without an encoding. Only input-acting encodings of width 1 fit this model. Every weight has a leading
+    replica axis (``posenc_exp.models.layers``).
     """
 
     def __init__(self, length: int, n_hidden: int, encoding: PositionalEncoding) -> None:
@@ -27,20 +29,20 @@ class FeedForward(nn.Module):
             )
         self.length = length
         self.encoding = encoding
-        self.hidden = nn.Linear(length, n_hidden)
-        self.out = nn.Linear(n_hidden, 1)
+        self.hidden = Linear(length, n_hidden)
+        self.out = Linear(n_hidden, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``(batch, length)`` -> ``(batch,)``."""
+        """``x``: ``(R or 1, batch, length)`` -> ``(R, batch)``."""
         x = self.encoding(x.unsqueeze(-1)).squeeze(-1)
         return torch.tanh(self.out(torch.relu(self.hidden(x)))).squeeze(-1)
 
     @torch.no_grad()
     def fold_encoding(self) -> FeedForward:
         """An equivalent network with no encoding and first bias ``b1' = b1 + W1 p``."""
-        zeros = self.hidden.weight.new_zeros(1, self.length, 1)
-        position = self.encoding(zeros).reshape(self.length)
+        zeros = self.hidden.weight.new_zeros(1, 1, self.length, 1)
+        position = self.encoding(zeros).reshape(-1, self.length, 1)  # (R or 1, length, 1)
         folded = copy.deepcopy(self)
         folded.encoding = NoPE()
-        folded.hidden.bias += self.hidden.weight @ position
+        folded.hidden.bias += (self.hidden.weight @ position).squeeze(-1)
         return folded

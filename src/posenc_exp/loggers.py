@@ -1,0 +1,64 @@
+"""TensorBoard loggers: the run's own, and one per replica (``replica_<k>/``) when a run trains several.
+
+With ``replicas=K > 1`` the LightningModule logs each tag as the mean over the replicas and, for each
+replica ``k``, as ``<tag>/replica_<k>``. The run's logger writes the means; replica ``k``'s logger writes its
+own values under the plain tags into ``<run dir>/replica_<k>/``, so TensorBoard shows every replica as a run
+of its own (overlaid, like seeds), with the same tags as an ordinary run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+
+REPLICA_DIR = "replica_{}"  # a replica's run directory inside the run directory
+
+
+def replica_tag_suffix(replica: int) -> str:
+    """The suffix of replica ``replica``'s tags as the module logs them."""
+    return f"/replica_{replica}"
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger for the run itself: per-replica tags go to the replicas' loggers only."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if "/replica_" not in k}, step)
+
+
+class ReplicaLogger(LightningTensorBoardLogger):
+    """Replica ``replica``'s TensorBoard run in ``<run dir>/replica_<replica>``: its own values, plain tags."""
+
+    def __init__(self, run_dir: str | Path, replica: int) -> None:
+        super().__init__(Path(run_dir) / REPLICA_DIR.format(replica), name="", version="", default_hp_metric=False)
+        self.replica = replica
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        suffix = replica_tag_suffix(self.replica)
+        own = {k.removesuffix(suffix): v for k, v in metrics.items() if k.endswith(suffix)}
+        super().log_metrics(own, step)
+
+    def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
+        """The replica's HParams session is written by ``posenc_exp.train`` with its own seed."""
+
+
+def tensorboard_writer(trainer: L.Trainer) -> Any | None:
+    """The ``SummaryWriter`` of the run's TensorBoardLogger (the first one), or ``None`` (e.g. ``fast_dev_run``)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, LightningTensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def replica_writers(trainer: L.Trainer) -> list[tuple[int, Any]]:
+    """``(replica, SummaryWriter)`` for each replica's run, or ``[(0, the run's writer)]`` for a run of one
+    replica; empty without a TensorBoardLogger."""
+    replicas = [(logger.replica, logger.experiment) for logger in trainer.loggers if isinstance(logger, ReplicaLogger)]
+    if replicas:
+        return replicas
+    writer = tensorboard_writer(trainer)
+    return [] if writer is None else [(0, writer)]
