@@ -55,3 +55,9 @@ def read_events(run_dir: Path):
 # A small real sweep: encoding x width x seed, where width 0 is a bad value only some jobs have (4 of 12 jobs
 # fail, 8 finish: 2 seeds in each of 4 cells). Run with the joblib launcher, 2 jobs at once.
 SMALL_SWEEP = [*FAST, "encoding=none,learned", "model.n_hidden=0,4,8", "seed=0,1"]
+
+
+def split(datamodule: Any, name: str, replica: int = 0) -> tuple[Any, Any]:
+    """``(x, y)`` of one replica of a set-up data module's split (splits carry a leading replica axis)."""
+    x, y = datamodule.splits[name]
+    return x[replica], y[replica]

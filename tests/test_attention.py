@@ -10,6 +10,7 @@ import torch
 from posenc_exp.encodings import ALiBi, NoPE, RoPE, T5Bias
 from posenc_exp.models import AttentionStack
 from posenc_exp.models.attention import attention_matrix
+from posenc_exp.models.layers import LayerNorm
 
 VOCAB, LENGTH = 11, 9
 
@@ -20,7 +21,8 @@ def token_model(causal: bool, encoding=None, **switches) -> AttentionStack:
 
 
 def tokens(batch: int = 4, length: int = LENGTH) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(1))
+    """Token ids ``(1, batch, length)``: one replica's batch."""
+    return torch.randint(0, VOCAB, (1, batch, length), generator=torch.Generator().manual_seed(1))
 
 
 @pytest.mark.parametrize("norm", ["pre", "post", "none"])
@@ -29,22 +31,22 @@ def test_nope_without_causal_mask_is_permutation_equivariant(norm: str, softmax:
     model, x = token_model(causal=False, norm=norm, softmax=softmax), tokens()
     permutation = torch.randperm(LENGTH, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        torch.testing.assert_close(model(x[:, permutation]), model(x)[:, permutation], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(x[..., permutation]), model(x)[:, :, permutation], atol=1e-5, rtol=1e-5)
 
 
 def test_causal_mask_breaks_permutation_equivariance() -> None:
     model, x = token_model(causal=True), tokens()
     permutation = torch.randperm(LENGTH, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        assert (model(x[:, permutation]) - model(x)[:, permutation]).abs().max() > 1e-3
+        assert (model(x[..., permutation]) - model(x)[:, :, permutation]).abs().max() > 1e-3
 
 
 def test_causal_output_ignores_later_positions() -> None:
     model, x = token_model(causal=True), tokens()
     changed = x.clone()
-    changed[:, 5:] = (changed[:, 5:] + 1) % VOCAB
+    changed[..., 5:] = (changed[..., 5:] + 1) % VOCAB
     with torch.no_grad():
-        torch.testing.assert_close(model(changed)[:, :5], model(x)[:, :5])
+        torch.testing.assert_close(model(changed)[:, :, :5], model(x)[:, :, :5])
 
 
 ENCODINGS = {
@@ -83,19 +85,20 @@ def test_softmax_off_divides_by_the_number_of_attended_keys() -> None:
 def test_internals_have_one_entry_per_layer() -> None:
     torch.manual_seed(0)
     model = AttentionStack(8, 2, 3, NoPE(), softmax=False, residual=False, norm="none", mlp=False)
-    x = torch.randn(5, 7)
+    x = torch.randn(1, 5, 7)
     out, internals = model(x, return_internals=True)
-    assert out.shape == (5,)
-    assert internals.inputs.shape == (5, 7, 8)
-    assert [h.shape for h in internals.layers] == [(5, 7, 8)] * 3
-    assert [a.shape for a in internals.attention] == [(5, 2, 7, 7)] * 3
+    assert out.shape == (1, 5)
+    assert internals.inputs.shape == (1, 5, 7, 8)
+    assert [h.shape for h in internals.layers] == [(1, 5, 7, 8)] * 3
+    assert [a.shape for a in internals.attention] == [(1, 5, 2, 7, 7)] * 3
     torch.testing.assert_close(model(x), out)
 
 
 def test_switches_change_the_architecture() -> None:
     plain = AttentionStack(8, 2, 2, NoPE(), residual=False, norm="none", mlp=False)
     full = AttentionStack(8, 2, 2, NoPE())
-    assert not any(isinstance(m, torch.nn.LayerNorm) for m in plain.modules())
+    assert not any(isinstance(m, LayerNorm) for m in plain.modules())
+    assert any(isinstance(m, LayerNorm) for m in full.modules())
     assert all(block.mlp is None for block in plain.blocks)
     assert sum(p.numel() for p in full.parameters()) > sum(p.numel() for p in plain.parameters())
 
@@ -106,4 +109,4 @@ def test_bias_is_shared_by_all_layers() -> None:
     assert sum(isinstance(m, T5Bias) for m in model.modules()) == 1
     loss = model(tokens()).sum()
     loss.backward()
-    assert encoding.relative_bias.weight.grad is not None
+    assert encoding.relative_bias.grad is not None

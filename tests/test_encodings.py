@@ -35,7 +35,7 @@ ENCODING_OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "encoding").glob("*.yaml
 def test_sinusoid_matches_the_formula_of_vaswani_et_al() -> None:
     d_model, length = 6, 50
     encoding = Sinusoidal(d_model=d_model, max_positions=length)
-    table = encoding(torch.zeros(1, length, d_model))[0]
+    table = encoding(torch.zeros(1, 1, length, d_model))[0, 0]  # (replica, batch, length, d_model)
     for pos in range(length):
         for i in range(d_model // 2):
             angle = pos / 10000 ** (2 * i / d_model)
@@ -45,22 +45,22 @@ def test_sinusoid_matches_the_formula_of_vaswani_et_al() -> None:
 
 def test_fixed_sinusoid_serves_any_length_and_is_not_trained_or_saved() -> None:
     encoding = Sinusoidal(d_model=4, max_positions=8)
-    long = encoding(torch.zeros(2, 100, 4))[0]
+    long = encoding(torch.zeros(1, 2, 100, 4))[0, 0]
     assert long[99, 0].item() == pytest.approx(math.sin(99), abs=1e-6)
     assert long[99, 3].item() == pytest.approx(math.cos(99 / 100), abs=1e-6)
     assert not encoding.trainable and list(encoding.parameters()) == []
     assert encoding.state_dict() == {}
-    assert encoding.snapshot().shape == (8, 4)  # the snapshot keeps max_positions rows after the cache grew
+    assert encoding.snapshot().shape == (1, 8, 4)  # the snapshot keeps max_positions rows after the cache grew
 
 
 def test_learnable_sinusoid_starts_at_the_sinusoid_trains_and_stops_at_its_length() -> None:
     fixed, learnable = Sinusoidal(d_model=4, max_positions=8), Sinusoidal(d_model=4, max_positions=8, learnable=True)
-    x = torch.randn(3, 8, 4)
+    x = torch.randn(1, 3, 8, 4)
     assert torch.equal(learnable(x), fixed(x))
     learnable(x).sum().backward()
     assert learnable.trainable and learnable.table.grad is not None
     with pytest.raises(LengthError, match=r"encoding=sinusoidal .*encoding\.max_positions=8.*length 9"):
-        learnable(torch.zeros(1, 9, 4))
+        learnable(torch.zeros(1, 1, 9, 4))
 
 
 # --- learned ------------------------------------------------------------------------------------------------
@@ -68,9 +68,9 @@ def test_learnable_sinusoid_starts_at_the_sinusoid_trains_and_stops_at_its_lengt
 
 def test_learned_table_past_its_length_raises_a_clear_length_error() -> None:
     encoding = LearnedAbsolute(max_positions=10, d_model=3)
-    assert encoding(torch.zeros(2, 10, 3)).shape == (2, 10, 3)
+    assert encoding(torch.zeros(1, 2, 10, 3)).shape == (1, 2, 10, 3)
     with pytest.raises(LengthError) as error:
-        encoding(torch.zeros(2, 11, 3))
+        encoding(torch.zeros(1, 2, 11, 3))
     message = str(error.value)
     assert "encoding=learned" in message and "encoding.max_positions=10" in message and "data.max_positions" in message
     assert "length 11" in message
@@ -151,12 +151,12 @@ def test_alibi_slopes_for_six_heads_follow_the_papers_rule() -> None:
 def test_alibi_bias_is_minus_slope_times_distance_unscaled(causal: bool) -> None:
     n = 7
     bias = ALiBi(n_heads=8, causal=causal).attention_bias(n, n)
-    assert bias.shape == (8, n, n) and bias.dtype == torch.float32
+    assert bias.shape == (1, 8, n, n) and bias.dtype == torch.float32  # shared by the replicas
     for h, slope in enumerate(alibi_slopes(8)):
         for i in range(n):
             for j in range(n):
                 expected = -slope * (i - j) if j <= i else (0.0 if causal else -slope * (j - i))
-                assert bias[h, i, j].item() == pytest.approx(expected)
+                assert bias[0, h, i, j].item() == pytest.approx(expected)
 
 
 def test_alibi_bias_is_added_to_the_scaled_logits_as_sdpa_float_mask() -> None:
@@ -195,15 +195,15 @@ def test_t5_buckets_split_in_half_per_direction_when_bidirectional() -> None:
 def test_t5_bias_looks_up_the_learned_table_per_head(causal: bool) -> None:
     t5 = T5Bias(n_heads=3, causal=causal)
     bias = t5.attention_bias(6, 6)
-    assert bias.shape == (3, 6, 6) and bias.is_contiguous()
-    table = t5.relative_bias.weight
+    assert bias.shape == (1, 3, 6, 6) and bias.is_contiguous()  # one replica
+    table = t5.relative_bias
     for i in range(6):
         for j in range(6):
             bucket = t5_bucket(torch.tensor(j - i), bidirectional=not causal)
-            torch.testing.assert_close(bias[:, i, j], table[bucket])
+            torch.testing.assert_close(bias[0, :, i, j], table[0, bucket])
     bias.sum().backward()
-    assert table.grad is not None and t5.snapshot().shape == (32, 3)
-    assert t5.attention_bias(300, 300).shape == (3, 300, 300)  # any length: far positions share a bucket
+    assert table.grad is not None and t5.snapshot().shape == (1, 32, 3)
+    assert t5.attention_bias(300, 300).shape == (1, 3, 300, 300)  # any length: far positions share a bucket
 
 
 # --- interface and configs --------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_t5_bias_looks_up_the_learned_table_per_head(causal: bool) -> None:
 def test_families_say_where_they_act() -> None:
     assert NoPE.acts_on == LearnedAbsolute.acts_on == Sinusoidal.acts_on == "input"
     assert RoPE.acts_on == "rotary" and ALiBi.acts_on == T5Bias.acts_on == "bias"
-    x = torch.randn(2, 5, 4)
+    x = torch.randn(1, 2, 5, 4)
     assert torch.equal(NoPE()(x), x)
     with pytest.raises(NotImplementedError, match="acts on 'input'"):
         NoPE().attention_bias(5, 5)
@@ -249,7 +249,7 @@ def test_each_encoding_config_composes_and_runs_in_the_attention_model(option: s
     cfg = compose_train(["model=attention", f"encoding={option}"])
     net = instantiate(cfg.model)
     assert net.encoding is not None and type(net.encoding).__name__ == cfg.encoding._target_.rsplit(".", 1)[1]
-    assert net(torch.randn(4, cfg.data.length)).shape == (4,)
+    assert net(torch.randn(1, 4, cfg.data.length)).shape == (1, 4)
 
 
 @pytest.mark.parametrize("option", ENCODING_OPTIONS)
@@ -257,9 +257,9 @@ def test_the_feedforward_model_takes_the_input_encodings_only(option: str) -> No
     cfg = compose_train(["model=feedforward", f"encoding={option}"])
     if option in ("none", "learned", "sinusoidal"):
         net = instantiate(cfg.model)
-        assert net(torch.randn(4, cfg.data.length)).shape == (4,)
+        assert net(torch.randn(1, 4, cfg.data.length)).shape == (1, 4)
         if option == "learned":
-            assert net.encoding.table.shape == (cfg.data.length, 1)  # the seed's vector
+            assert net.encoding.table.shape == (1, cfg.data.length, 1)  # the seed's vector
     else:
         with pytest.raises(InstantiationException):
             instantiate(cfg.model)

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import split
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -130,34 +131,35 @@ def test_default_net_has_the_seed_shapes() -> None:
     assert isinstance(net, FeedForward) and isinstance(net.encoding, LearnedAbsolute)
     shapes = {name: tuple(p.shape) for name, p in net.named_parameters()}
     assert shapes == {
-        "encoding.table": (10, 1),
-        "hidden.weight": (128, 10),
-        "hidden.bias": (128,),
-        "out.weight": (1, 128),
-        "out.bias": (1,),
+        "encoding.table": (1, 10, 1),  # each with a leading replica axis (one replica)
+        "hidden.weight": (1, 128, 10),
+        "hidden.bias": (1, 128),
+        "out.weight": (1, 1, 128),
+        "out.bias": (1, 1),
     }
 
 
 def test_feedforward_shapes_and_gradients() -> None:
-    """Output ``(batch,)`` in (-1, 1); every parameter gets a finite, non-zero gradient of its own shape; the
-    encoding's gradient is the input's gradient summed over the batch, since ``p`` is added to every ``x``."""
+    """Output ``(1, batch)`` (one replica) in (-1, 1); every parameter gets a finite, non-zero gradient of its
+    own shape; the encoding's gradient is the input's gradient summed over the batch, since ``p`` is added to
+    every ``x``."""
     torch.manual_seed(0)
     net = FeedForward(length=6, n_hidden=16, encoding=LearnedAbsolute(max_positions=6))
-    x = torch.randn(5, 6, requires_grad=True)
+    x = torch.randn(1, 5, 6, requires_grad=True)
     prediction = net(x)
-    assert prediction.shape == (5,)
+    assert prediction.shape == (1, 5)
     assert (prediction.abs() < 1).all()
     prediction.square().sum().backward()
     for name, parameter in net.named_parameters():
         assert parameter.grad is not None and parameter.grad.shape == parameter.shape, name
         assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0, name
-    torch.testing.assert_close(net.encoding.table.grad.squeeze(-1), x.grad.sum(dim=0))
+    torch.testing.assert_close(net.encoding.table.grad.squeeze(-1), x.grad.sum(dim=1))
 
 
 def test_net_accepts_any_batch_size_and_no_encoding() -> None:
     net = FeedForward(length=4, n_hidden=3, encoding=NoPE())
     for batch in (1, 7):
-        assert net(torch.randn(batch, 4)).shape == (batch,)
+        assert net(torch.randn(1, batch, 4)).shape == (1, batch)
 
 
 def test_encoding_changes_after_one_optimizer_step() -> None:
@@ -170,8 +172,8 @@ def test_encoding_changes_after_one_optimizer_step() -> None:
     )
     optimizer = module.configure_optimizers()
     before = module.net.encoding.snapshot()
-    x, y = torch.randn(8, cfg.data.length), torch.randn(8)
-    module.loss(module(x), y).backward()
+    x, y = torch.randn(1, 8, cfg.data.length), torch.randn(1, 8)
+    module.loss(module(x), y).sum().backward()
     gradient = module.net.encoding.table.grad.clone()
     optimizer.step()
     after = module.net.encoding.snapshot()
@@ -209,7 +211,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[L.LightningDataMo
 
 def test_training_takes_one_optimizer_step_per_mini_batch(trained) -> None:
     datamodule, _, trainer = trained
-    n_train = len(datamodule.splits["train"][0])
+    n_train = len(split(datamodule, "train")[0])
     assert n_train == 72
     assert trainer.global_step == 3 * math.ceil(n_train / 5)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
@@ -226,10 +228,11 @@ def test_bias_identity_holds_for_the_trained_encoding(trained) -> None:
     assert torch.equal(folded.hidden.weight, net.hidden.weight)
     assert not torch.equal(folded.hidden.bias, net.hidden.bias)
     assert torch.equal(net.encoding.snapshot(), trained_encoding)  # the original is left as it was
-    x = torch.cat([datamodule.splits["train"][0], datamodule.splits["val"][0]])
+    x = torch.cat([split(datamodule, "train")[0], split(datamodule, "val")[0]]).unsqueeze(0)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(folded.hidden(x), net.hidden(x + trained_encoding.squeeze(-1)), rtol=1e-5, atol=1e-5)
+        shifted = x + trained_encoding.squeeze(-1).unsqueeze(1)  # (1, 1, length): p added to every window
+        torch.testing.assert_close(folded.hidden(x), net.hidden(shifted), rtol=1e-5, atol=1e-5)
 
 
 def random_windows(**overrides: object) -> RandomWindows:
@@ -240,7 +243,7 @@ def random_windows(**overrides: object) -> RandomWindows:
 
 
 def split_tensors(datamodule: RandomWindows) -> list[torch.Tensor]:
-    return [tensor for split in ("train", "val") for tensor in datamodule.splits[split]]
+    return [tensor for name in ("train", "val") for tensor in split(datamodule, name)]
 
 
 def test_data_is_deterministic_in_its_own_seed_and_independent_of_the_init_seed() -> None:
@@ -259,7 +262,7 @@ def test_split_sizes(xlen: int, length: int, val_fraction: float) -> None:
     """``xlen - length`` samples, ``round(val_fraction * n)`` of them held out for validation."""
     datamodule = random_windows(xlen=xlen, length=length, val_fraction=val_fraction)
     n = xlen - length
-    (x_train, y_train), (x_val, y_val) = datamodule.splits["train"], datamodule.splits["val"]
+    (x_train, y_train), (x_val, y_val) = split(datamodule, "train"), split(datamodule, "val")
     assert len(x_val) == len(y_val) == round(val_fraction * n)
     assert len(x_train) == len(y_train) == n - len(x_val)
     assert x_train.shape[1:] == x_val.shape[1:] == (length,)
@@ -270,8 +273,8 @@ def test_each_target_is_the_value_right_after_its_window() -> None:
     """The windows slide by one over one series: a window shifted by its target is the next window, so all
     ``n`` samples chain into a single series of ``xlen`` values."""
     datamodule = random_windows(xlen=30, length=5)
-    x = torch.cat([datamodule.splits["train"][0], datamodule.splits["val"][0]])
-    y = torch.cat([datamodule.splits["train"][1], datamodule.splits["val"][1]])
+    x = torch.cat([split(datamodule, "train")[0], split(datamodule, "val")[0]])
+    y = torch.cat([split(datamodule, "train")[1], split(datamodule, "val")[1]])
     windows = {tuple(row.tolist()): i for i, row in enumerate(x)}
     successors = [windows.get((*x[i, 1:].tolist(), y[i].item())) for i in range(len(x))]
     assert successors.count(None) == 1  # only the last window has no successor
@@ -286,36 +289,40 @@ def test_each_target_is_the_value_right_after_its_window() -> None:
 
 @pytest.mark.parametrize(("n", "batch_size", "chunk_steps"), [(23, 4, 3), (24, 4, 2), (5, 8, 1), (10, 1, 64)])
 def test_chunked_batches_cover_every_sample_once_per_epoch(n: int, batch_size: int, chunk_steps: int) -> None:
-    x = torch.arange(n, dtype=torch.float32).unsqueeze(1).repeat(1, 3)
-    y = torch.arange(n)
-    batches = ChunkedBatches(x, y, batch_size, chunk_steps, seed=7)
+    """Two replicas with their own data (sample values offset by 100) and their own shuffling seeds."""
+    y = torch.stack([torch.arange(n), 100 + torch.arange(n)])  # (replica, sample)
+    x = y.float().unsqueeze(-1).repeat(1, 1, 3)
+    batches = ChunkedBatches(x, y, batch_size, chunk_steps, seeds=[7, 8])
     size = min(batch_size, n)
     orders = []
     for _ in range(3):
         seen, steps, chunks = [], 0, 0
         for chunk_x, chunk_y in batches:
-            k, b = chunk_y.shape
-            assert chunk_x.shape == (k, b, 3)
+            k, replicas, b = chunk_y.shape
+            assert replicas == 2 and chunk_x.shape == (k, 2, b, 3)
             assert torch.equal(chunk_x[..., 0], chunk_y.float())  # inputs stay with their targets
+            assert (chunk_y[:, 0] < 100).all() and (chunk_y[:, 1] >= 100).all()  # and with their replica
             assert 1 <= k <= chunk_steps
             assert b == size or (k == 1 and b == n % size)  # full batches, then one short batch alone
-            seen.append(chunk_y.flatten())
+            seen.append(chunk_y.transpose(0, 1).flatten(1))
             steps, chunks = steps + k, chunks + 1
-        order = torch.cat(seen)
-        assert sorted(order.tolist()) == list(range(n))
+        order = torch.cat(seen, dim=1)
+        assert sorted(order[0].tolist()) == list(range(n))
+        assert sorted((order[1] - 100).tolist()) == list(range(n))
         assert steps == math.ceil(n / size)
         assert chunks == len(batches)
         orders.append(order)
     if n > 1:
         assert not torch.equal(orders[0], orders[1])  # reshuffled every epoch
+        assert not torch.equal(orders[0][0], orders[0][1] - 100)  # each replica by its own seed
 
 
 def test_chunked_batches_order_depends_only_on_seed_and_epoch() -> None:
     """A resumed run (fresh loader, same epoch) sees the batches an uninterrupted run would."""
-    x, y = torch.randn(20, 2), torch.randn(20)
+    x, y = torch.randn(1, 20, 2), torch.randn(1, 20)
 
     def order(seed: int, epoch: int) -> torch.Tensor:
-        batches = ChunkedBatches(x, y, 3, 2, seed=seed, epoch_of=lambda: epoch)
+        batches = ChunkedBatches(x, y, 3, 2, seeds=[seed], epoch_of=lambda: epoch)
         return torch.cat([chunk_y.flatten() for _, chunk_y in batches])
 
     assert torch.equal(order(1, 5), order(1, 5))
@@ -327,5 +334,5 @@ def test_validation_loader_yields_the_whole_split_in_order() -> None:
     datamodule = random_windows()
     (chunk_x, chunk_y), *rest = list(datamodule.val_dataloader())
     assert rest == []
-    assert torch.equal(chunk_x[0], datamodule.splits["val"][0])
-    assert torch.equal(chunk_y[0], datamodule.splits["val"][1])
+    assert torch.equal(chunk_x[0, 0], split(datamodule, "val")[0])  # (chunk, replica, ...)
+    assert torch.equal(chunk_y[0, 0], split(datamodule, "val")[1])

@@ -78,14 +78,14 @@ def test_working_combinations_train_a_step(overrides: list[str]) -> None:
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     module = build_module(cfg, datamodule)
-    x, y = datamodule.splits["train"]
-    loss = module.loss(module.net(x[:8]), y[:8])
+    x, y = datamodule.splits["train"]  # (replica, sample, ...)
+    loss = module.loss(module.net(x[:, :8]), y[:, :8]).sum()
     loss.backward()
     assert math.isfinite(loss.item())
     for n in datamodule.eval_lengths:  # every evaluation length goes through the model
-        x_val, y_val = datamodule.splits["val"] if n == datamodule.train_length else datamodule.splits[f"val@{n}"]
+        x_val, y_val = datamodule.splits["val" if n == datamodule.train_length else f"val@{n}"]
         with torch.no_grad():
-            assert math.isfinite(module.loss(module.net(x_val[:4]), y_val[:4]).item())
+            assert math.isfinite(module.loss(module.net(x_val[:, :4]), y_val[:, :4]).item())
 
 
 def test_experiment_sweeps_encodings_tasks_and_seeds_with_joblib() -> None:
@@ -179,6 +179,6 @@ def test_bias_identity_holds_for_the_feedforward_model_on_the_window_tasks(task:
     datamodule.setup()
     torch.manual_seed(0)
     net = instantiate(cfg.model)
-    x = datamodule.splits["val"][0]
+    x = datamodule.splits["val"][0]  # (replica, sample, length)
     with torch.no_grad():
         torch.testing.assert_close(net.fold_encoding()(x), net(x), rtol=1e-5, atol=1e-6)

@@ -60,7 +60,7 @@ def test_learned_table_is_logged_every_epoch(attention_runs: dict[str, Path]) ->
     # The last table image is the final table of metrics.json, rendered by the encoding itself.
     final_table = torch.tensor(read_metrics(run)["encoding_final"])
     final = LearnedAbsolute(max_positions=len(final_table), d_model=final_table.shape[1])
-    final.table.data = final_table
+    final.table.data = final_table.unsqueeze(0)  # one replica
     expected = snapshot_images(final)["table"]
     np.testing.assert_array_equal(decoded(events.Images("encoding/table")[-1]), expected)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import split
 from hydra.utils import instantiate
 
 from posenc_exp.config import compose_train
@@ -23,7 +24,7 @@ def token_task(cls, vocab_size: int = 12, **overrides):
 
 def answer(task, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Items, the answer targets and the answer inputs of the validation split of length ``n``."""
-    x, y = task.splits[f"val@{n}"]
+    x, y = split(task, f"val@{n}")
     return x[:, :n], y[:, n:], x[:, n + 1 :]
 
 
@@ -41,7 +42,7 @@ def test_copy_reverse_sort_answers(cls, expected) -> None:
     task = token_task(cls)
     for n in task.eval_lengths:
         items, targets, answer_inputs = answer(task, n)
-        x, y = task.splits[f"val@{n}"]
+        x, y = split(task, f"val@{n}")
         assert x.shape == y.shape == (64, 2 * n)
         assert (x[:, n] == SEP).all() and (items >= 2).all() and (items < 12).all()
         assert (y[:, :n] == IGNORE).all()
@@ -64,7 +65,7 @@ def test_sort_targets_are_sorted_and_a_permutation_of_the_inputs() -> None:
 def test_recall_answers_the_value_of_the_queried_key() -> None:
     task = token_task(AssociativeRecall, vocab_size=2 + 2 * 12)
     for n in task.eval_lengths:
-        x, y = task.splits[f"val@{n}"]
+        x, y = split(task, f"val@{n}")
         assert x.shape == (64, 2 * n + 2)
         keys, values, query = x[:, 0 : 2 * n : 2], x[:, 1 : 2 * n : 2], x[:, -1]
         assert (x[:, 2 * n] == SEP).all()
@@ -78,7 +79,7 @@ def test_recall_answers_the_value_of_the_queried_key() -> None:
 
 def test_training_lengths_vary_up_to_the_training_length_and_are_padded() -> None:
     task = token_task(Copy, min_length=2)
-    x, y = task.splits["train"]
+    x, y = split(task, "train")
     assert x.shape == y.shape == (300, 12)
     lengths = (y != IGNORE).sum(dim=1)
     assert lengths.min() == 2 and lengths.max() == 6 and len(lengths.unique()) == 5
@@ -92,7 +93,7 @@ def test_lag_target_is_the_value_k_steps_back() -> None:
     task = LagWindows(lag=3, length=10, eval_factors=[1.0, 2.0], n_train=50, n_val=40, batch_size=8, **COMMON)
     task.setup()
     for n in (10, 20):
-        x, y = task.splits[f"val@{n}"]
+        x, y = split(task, f"val@{n}")
         assert x.shape == (40, n)
         torch.testing.assert_close(y, x[:, -3])
     assert task.loss_floor == 0.0
@@ -107,11 +108,11 @@ def test_ar_floor_is_sigma_squared_and_reached_by_the_true_predictor() -> None:
     task.setup()
     assert task.loss_floor == sigma**2
     for n in (8, 16):
-        x, y = task.splits[f"val@{n}"]
+        x, y = split(task, f"val@{n}")
         best = x[:, -1] * 0.6 + x[:, -2] * -0.5 + x[:, -3] * 0.3
         assert (y - best).square().mean().item() == pytest.approx(sigma**2, rel=0.03)
     # The least-squares fit on the training windows recovers the coefficients (and nothing further back).
-    x, y = task.splits["train"]
+    x, y = split(task, "train")
     fit = torch.linalg.lstsq(x.double(), y.double()[:, None]).solution.squeeze(1)
     torch.testing.assert_close(fit[-3:].flip(0), torch.tensor(coefficients, dtype=torch.float64), atol=0.03, rtol=0)
     assert fit[:-3].abs().max() < 0.03
@@ -126,8 +127,8 @@ def test_data_is_seeded() -> None:
     first, again = token_task(Copy), token_task(Copy)
     other = Copy(vocab_size=12, **{**TOKEN_ARGS, **COMMON, "seed": 4})
     other.setup()
-    torch.testing.assert_close(first.splits["train"], again.splits["train"])
-    assert not torch.equal(first.splits["train"][0], other.splits["train"][0])
+    torch.testing.assert_close(split(first, "train"), split(again, "train"))
+    assert not torch.equal(split(first, "train")[0], split(other, "train")[0])
 
 
 @pytest.mark.parametrize(
@@ -140,5 +141,5 @@ def test_max_positions_covers_the_longest_evaluation_input(task: str, max_positi
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     longest = datamodule.eval_lengths[-1]
-    assert datamodule.splits[f"val@{longest}"][0].shape[1] == max_positions
+    assert split(datamodule, f"val@{longest}")[0].shape[1] == max_positions
     assert len(datamodule.val_dataloader()) == len(datamodule.eval_lengths) == 4

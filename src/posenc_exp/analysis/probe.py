@@ -46,11 +46,12 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.config import ConfigError, check_group_choices, validate
 from posenc_exp.models import AttentionStack
+from posenc_exp.models.layers import Linear
 
 SWITCHES = ("depth", "softmax", "residual", "mlp", "position_only")
 
@@ -89,17 +90,18 @@ def probed_stack(cfg: DictConfig) -> AttentionStack:
     net: AttentionStack = instantiate(cfg.model).double().eval()
     with torch.no_grad():
         for module in net.blocks.modules():
-            if isinstance(module, nn.Linear) and module.bias is not None:
+            if isinstance(module, Linear) and module.bias is not None:
                 module.bias.zero_()
         for block in net.blocks:
-            block.attention.qkv.weight[: 2 * net.d_model] *= cfg.qk_gain
+            block.attention.qkv.weight[:, : 2 * net.d_model] *= cfg.qk_gain
     return net
 
 
 def layers_map(net: AttentionStack) -> Callable[[Tensor], Tensor]:
-    """``X (B, L, d) -> block_D(...block_1(X))``: the layers without embedding, final norm or read-out."""
+    """``X (B, L, d) -> block_D(...block_1(X))``: the layers without embedding, final norm or read-out (of the
+    stack's one replica)."""
 
-    return lambda x: net.layers(x)[0]
+    return lambda x: net.layers(x.unsqueeze(0))[0][0]
 
 
 def homogeneity(f: Callable[[Tensor], Tensor], x: Tensor, alphas: Tensor) -> dict[str, float]:

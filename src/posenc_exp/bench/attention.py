@@ -67,7 +67,7 @@ class Trainee:
         """Train on ``batches`` (one optimizer step each); seconds elapsed, device synchronised."""
         started = time.perf_counter()
         for x, y in batches:
-            loss = self.module.loss(self.module.net(x), y)
+            loss = self.module.loss(self.module.net(x), y).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     generator = torch.Generator().manual_seed(args.seed)
-    shape = (args.steps, args.batch, args.length)
+    shape = (args.steps, 1, args.batch, args.length)  # (step, replica, batch, length)
     x = torch.randint(0, args.vocab_size, shape, generator=generator).to(args.device)
     y = torch.randint(0, args.vocab_size, shape, generator=generator).to(args.device)
     batches = list(zip(x, y, strict=True))

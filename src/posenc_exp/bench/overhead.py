@@ -52,15 +52,15 @@ def time_raw_loop(cfg: DictConfig) -> tuple[float, int]:
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    (x, y), (x_val, y_val) = datamodule.splits["train"], datamodule.splits["val"]
+    (x, y), (x_val, y_val) = datamodule.splits["train"], datamodule.splits["val"]  # (replica, sample, ...)
     net = instantiate(cfg.model)
     optimizer = instantiate(cfg.optimizer, _partial_=True)(net.parameters())
     mse = torch.nn.functional.mse_loss
     steps = 0
     started = time.perf_counter()
     for _ in range(cfg.trainer.max_epochs):
-        for index in torch.randperm(len(x)).split(cfg.data.batch_size):
-            loss = mse(net(x[index]), y[index])
+        for index in torch.randperm(x.shape[1]).split(cfg.data.batch_size):
+            loss = mse(net(x[:, index]), y[:, index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
