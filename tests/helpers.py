@@ -6,10 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
 from posenc_exp import CONFIG_DIR
+from posenc_exp.config import compose_train
 
 REPO = CONFIG_DIR.parent
 # Small, fast settings for CLI runs in tests; individual tests override what they check.
@@ -61,3 +66,26 @@ def split(datamodule: Any, name: str, replica: int = 0) -> tuple[Any, Any]:
     """``(x, y)`` of one replica of a set-up data module's split (splits carry a leading replica axis)."""
     x, y = datamodule.splits[name]
     return x[replica], y[replica]
+
+
+def in_parallel(*runs: Callable[[], subprocess.CompletedProcess]) -> list[subprocess.CompletedProcess]:
+    """Independent CLI runs, two at a time (each is mostly start-up on one core); results in order."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda run: run(), runs))
+
+
+def fast_in_process(tmp_path: Path, *overrides: str) -> DictConfig:
+    """A composed config for an in-process fit: no logger, no callbacks, no progress bar, into ``tmp_path``."""
+    return compose_train(
+        [
+            "~logger",
+            "callbacks.encoding_snapshot=null",
+            "callbacks.progress_bar=null",
+            "callbacks.model_checkpoint=null",
+            "callbacks.last_checkpoint=null",
+            "+trainer.enable_checkpointing=false",
+            "trainer.enable_progress_bar=false",
+            f"paths.output_dir={tmp_path}",
+            *overrides,
+        ]
+    )

@@ -16,15 +16,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import FAST, read_events, read_metrics, run_cli, train_run
+from helpers import FAST, in_parallel, read_events, read_metrics, run_cli, train_run
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -59,12 +57,6 @@ def hparams_session(run_dir: Path) -> tuple[list[str], dict[str, object]]:
 
 def checkpoint_epoch(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
-
-
-def in_parallel(*runs: Callable[[], subprocess.CompletedProcess]) -> list[subprocess.CompletedProcess]:
-    """Independent CLI runs, two at a time (each is mostly start-up on one core); results in order."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda run: run(), runs))
 
 
 # --- one default run: the run-directory contract ---------------------------------------------------------------

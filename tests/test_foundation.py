@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import split
+from helpers import fast_in_process, split
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -179,23 +179,6 @@ def test_encoding_changes_after_one_optimizer_step() -> None:
     after = module.net.encoding.snapshot()
     assert (gradient != 0).all()
     torch.testing.assert_close(after - before, -cfg.optimizer.lr * gradient.sign(), rtol=1e-3, atol=1e-7)
-
-
-def fast_in_process(tmp_path: Path, *overrides: str) -> DictConfig:
-    """A composed config for an in-process fit: no logger, no callbacks, no progress bar, into ``tmp_path``."""
-    return compose_train(
-        [
-            "~logger",
-            "callbacks.encoding_snapshot=null",
-            "callbacks.progress_bar=null",
-            "callbacks.model_checkpoint=null",
-            "callbacks.last_checkpoint=null",
-            "+trainer.enable_checkpointing=false",
-            "trainer.enable_progress_bar=false",
-            f"paths.output_dir={tmp_path}",
-            *overrides,
-        ]
-    )
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 
-REPLICA_DIR = "replica_{}"  # a replica's run directory inside the run directory
+from posenc_exp.rundir import REPLICA_DIR
 
 
 def replica_tag_suffix(replica: int) -> str:

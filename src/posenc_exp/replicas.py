@@ -19,8 +19,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_exp.errors import ConfigError
-from posenc_exp.loggers import REPLICA_DIR, replica_tag_suffix
-from posenc_exp.rundir import METRICS_FILE, OVERRIDES_FILE, numbers, write_json
+from posenc_exp.loggers import replica_tag_suffix
+from posenc_exp.rundir import METRICS_FILE, OVERRIDES_FILE, REPLICA_DIR, numbers, write_json
 
 
 def replica_config(cfg: DictConfig, replica: int) -> DictConfig:

@@ -18,6 +18,7 @@ FAILURE_FILE = "error.txt"  # the one-line error of a failed sweep job (posenc_e
 STATUS_FILE = "sweep_status.json"  # a sweep's state: running or finished (posenc_exp.sweep.SweepStatus)
 DIAGNOSTICS_FILE = "diagnostics.json"  # the depth-study measurements (callbacks=diagnostics)
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"  # the run's command-line overrides (Hydra's)
+REPLICA_DIR = "replica_{}"  # replica k's own run directory inside a run of several replicas (posenc_exp.replicas)
 IGNORED_KEYS = ("force",)  # overrides that do not change what a run computes
 
 

@@ -26,7 +26,7 @@ from posenc_exp.console import print_summary
 from posenc_exp.data import SyntheticDataModule
 from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.hparams import hparams_of, log_hparams
-from posenc_exp.loggers import REPLICA_DIR, ReplicaLogger, replica_writers, tensorboard_writer
+from posenc_exp.loggers import ReplicaLogger, replica_writers, tensorboard_writer
 from posenc_exp.module import PosEncModule
 from posenc_exp.replicas import (
     data_seeds,
@@ -36,7 +36,7 @@ from posenc_exp.replicas import (
     summary,
     write_replica_dir,
 )
-from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, write_json
+from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, REPLICA_DIR, write_json
 from posenc_exp.sweep import (
     check_distributed_sweep,
     check_sweeper_plugins,

@@ -42,7 +42,15 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from posenc_exp.analysis.plots import grid, save
-from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, OVERRIDES_FILE, STATUS_FILE, numbers, parse_overrides
+from posenc_exp.rundir import (
+    FAILURE_FILE,
+    METRICS_FILE,
+    OVERRIDES_FILE,
+    REPLICA_DIR,
+    STATUS_FILE,
+    numbers,
+    parse_overrides,
+)
 
 ACTIVE_WINDOW_S = 600  # without STATUS_FILE: a job dir changed this recently counts as running
 PLOT_DIR = "plots"
@@ -97,14 +105,19 @@ def load_run(job_dir: Path) -> Run:
     return run
 
 
-def job_number(run: Run) -> tuple[int, str]:
-    name = run.directory.name
-    return (int(name), name) if name.isdigit() else (sys.maxsize, name)
+def job_number(run: Run) -> tuple[int, int, str]:
+    """Sweep jobs in Hydra's order, a job's replicas in theirs."""
+    directory, replica = run.directory, -1
+    if directory.name.startswith("replica_") and directory.name[8:].isdigit():
+        directory, replica = directory.parent, int(directory.name[8:])
+    return (int(directory.name) if directory.name.isdigit() else sys.maxsize), replica, str(run.directory)
 
 
 def load_runs(sweep_dir: Path) -> list[Run]:
-    """Every job directory under ``sweep_dir`` (or ``sweep_dir`` itself for a single run), by job number."""
+    """Every job directory under ``sweep_dir`` (or ``sweep_dir`` itself for a single run), by job number. A job
+    of several replicas counts as its replicas' runs (``replica_<k>/``, each with its seed), like seeds."""
     job_dirs = {p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")}
+    job_dirs = {d for d in job_dirs if not (d / REPLICA_DIR.format(0)).is_dir()}
     return sorted((load_run(d) for d in job_dirs), key=job_number)
 
 
