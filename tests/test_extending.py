@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import FAST, REPO, read_events, read_metrics, run_cli
+from helpers import FAST, REPO, read_events, read_metrics, run_cli
 
-from posenc_exp.config import ConfigError, check_group_choices
+from posenc_exp.config import check_group_choices
+from posenc_exp.errors import ConfigError
 
 GUIDE = REPO / "docs" / "extending.md"
 EXAMPLE = REPO / "examples" / "extending"

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from posenc_exp.callbacks import tensorboard_writer
+from posenc_exp.errors import ConfigError
 from posenc_exp.models import AttentionStack
 
 
@@ -26,7 +27,7 @@ class AttentionDistance(L.Callback):
 
     def __init__(self, n_examples: int = 128) -> None:
         if n_examples < 1:
-            raise ValueError(f"callbacks.attention_distance.n_examples={n_examples}: expected an integer >= 1")
+            raise ConfigError(f"callbacks.attention_distance.n_examples={n_examples} is not allowed: expected >= 1")
         self.n_examples = n_examples
 
     @torch.no_grad()

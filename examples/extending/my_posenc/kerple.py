@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from posenc_exp.encodings import BiasEncoding
+from posenc_exp.errors import ConfigError
 
 
 class KerpleLog(BiasEncoding):
@@ -19,11 +20,11 @@ class KerpleLog(BiasEncoding):
     any length is served. ``snapshot()`` is the ``(heads, 2)`` table of ``(r1, r2)``.
     """
 
-    def __init__(self, n_heads: int, causal: bool = False, max_len: int = 64) -> None:
+    def __init__(self, n_heads: int, causal: bool = False, max_positions: int = 64) -> None:
         super().__init__()
         if n_heads < 1:
-            raise ValueError(f"encoding.n_heads={n_heads}: expected an integer >= 1")
-        self.causal, self.max_len = causal, max_len  # max_len: the positions the snapshot image shows
+            raise ConfigError(f"encoding.n_heads={n_heads} is not allowed: expected an integer >= 1")
+        self.causal, self.max_positions = causal, max_positions  # positions the snapshot map covers
         self.raw = nn.Parameter(torch.full((n_heads, 2), 1.0).expm1().log())  # softplus(raw) = 1
 
     def attention_bias(self, n_query: int, n_key: int) -> Tensor:

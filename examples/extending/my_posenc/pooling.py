@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from posenc_exp.encodings import PositionalEncoding
+from posenc_exp.errors import ConfigError
 
 
 class AttentionPooling(nn.Module):
@@ -21,9 +22,9 @@ class AttentionPooling(nn.Module):
     def __init__(self, d_model: int, encoding: PositionalEncoding) -> None:
         super().__init__()
         if d_model < 1:
-            raise ValueError(f"model.d_model={d_model}: expected an integer >= 1")
+            raise ConfigError(f"model.d_model={d_model} is not allowed: expected an integer >= 1")
         if encoding.acts_on != "input":
-            raise ValueError(f"model=pooling takes input-added encodings only; this one acts on '{encoding.acts_on}'")
+            raise ConfigError(f"model=pooling takes input-added encodings only; this one acts on '{encoding.acts_on}'")
         self.encoding = encoding
         self.embed = nn.Linear(1, d_model)
         self.score = nn.Sequential(nn.Linear(d_model, d_model), nn.Tanh(), nn.Linear(d_model, 1, bias=False))
