@@ -6,8 +6,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.errors import ConfigError
+from posenc_exp.loggers import replica_writers
 from posenc_exp.models import AttentionStack
 
 
@@ -22,8 +22,8 @@ def mean_attention_distance(attention: Tensor) -> float:
 
 class AttentionDistance(L.Callback):
     """After every training epoch, log ``diag/layer{i}/attention_distance`` (:func:`mean_attention_distance`)
-    of each layer of an ``AttentionStack``, on the first ``n_examples`` validation examples; nothing for
-    other models."""
+    of each layer of an ``AttentionStack``, on the first ``n_examples`` validation examples, into each
+    replica's run; nothing for other models."""
 
     def __init__(self, n_examples: int = 128) -> None:
         if n_examples < 1:
@@ -32,11 +32,12 @@ class AttentionDistance(L.Callback):
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer, net = tensorboard_writer(trainer), pl_module.net
-        if writer is None or not trainer.is_global_zero or not isinstance(net, AttentionStack):
+        net = pl_module.net
+        if not trainer.is_global_zero or not isinstance(net, AttentionStack):
             return
-        x = trainer.datamodule.splits["val"][0][: self.n_examples].to(pl_module.device)
+        x = trainer.datamodule.splits["val"][0][:, : self.n_examples].to(pl_module.device)  # (replica, batch, L)
         _, internals = net(x, return_internals=True)
-        for layer, attention in enumerate(internals.attention, start=1):
-            distance = mean_attention_distance(attention)
-            writer.add_scalar(f"diag/layer{layer}/attention_distance", distance, trainer.current_epoch)
+        for replica, writer in replica_writers(trainer):
+            for layer, attention in enumerate(internals.attention, start=1):  # each (replica, B, H, L, L)
+                distance = mean_attention_distance(attention[replica])
+                writer.add_scalar(f"diag/layer{layer}/attention_distance", distance, trainer.current_epoch)

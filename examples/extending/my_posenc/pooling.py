@@ -6,17 +6,19 @@ from torch import Tensor, nn
 
 from posenc_exp.encodings import PositionalEncoding
 from posenc_exp.errors import ConfigError
+from posenc_exp.models.layers import Linear
 
 
 class AttentionPooling(nn.Module):
     """``y = w^T sum_i a_i h_i + b`` with ``a = softmax_i(v^T tanh(W h_i + c))`` and ``h_i = e(x_i) + p_i``.
 
-    Each scalar ``x_i`` of a window ``(B, L)`` is embedded by ``e = Linear(1, d_model)`` and an input-added
+    Each scalar ``x_i`` of a window is embedded by ``e = Linear(1, d_model)`` and an input-added
     encoding adds ``p_i``; one learned query scores every position with the additive score of Bahdanau et
     al., "Neural Machine Translation by Jointly Learning to Align and Translate", ICLR 2015, and the
     weighted sum pools the window into one vector, as in Yang et al., "Hierarchical Attention Networks for
     Document Classification", NAACL 2016. Without an encoding the model is blind to the order of the
-    window. Serves any window length.
+    window. Serves any window length. Its layers carry the leading replica axis
+    (``posenc_exp.models.layers``), so ``replicas=K`` trains K of them at once.
     """
 
     def __init__(self, d_model: int, encoding: PositionalEncoding) -> None:
@@ -26,12 +28,12 @@ class AttentionPooling(nn.Module):
         if encoding.acts_on != "input":
             raise ConfigError(f"model=pooling takes input-added encodings only; this one acts on '{encoding.acts_on}'")
         self.encoding = encoding
-        self.embed = nn.Linear(1, d_model)
-        self.score = nn.Sequential(nn.Linear(d_model, d_model), nn.Tanh(), nn.Linear(d_model, 1, bias=False))
-        self.readout = nn.Linear(d_model, 1)
+        self.embed = Linear(1, d_model)
+        self.score = nn.Sequential(Linear(d_model, d_model), nn.Tanh(), Linear(d_model, 1, bias=False))
+        self.readout = Linear(d_model, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``(B, L)`` -> ``(B,)``."""
-        h = self.encoding(self.embed(x.unsqueeze(-1)))  # (B, L, d_model)
-        weights = self.score(h).softmax(dim=1)  # (B, L, 1)
-        return self.readout((weights * h).sum(dim=1)).squeeze(-1)
+        """``x`` ``(R or 1, B, L)`` -> ``(R, B)``, ``R`` replicas."""
+        h = self.encoding(self.embed(x.unsqueeze(-1)))  # (R, B, L, d_model)
+        weights = self.score(h).softmax(dim=2)  # (R, B, L, 1)
+        return self.readout((weights * h).sum(dim=2)).squeeze(-1)
