@@ -88,12 +88,12 @@ def test_working_combinations_train_a_step(overrides: list[str]) -> None:
             assert math.isfinite(module.loss(module.net(x_val[:, :4]), y_val[:, :4]).item())
 
 
-def test_experiment_sweeps_encodings_tasks_and_seeds_with_joblib() -> None:
+def test_experiment_sweeps_encodings_and_tasks_with_joblib_and_seeds_as_replicas() -> None:
     cfg = compose_train(["experiment=length_generalization"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert params.encoding.split(",") == ["none", "learned", "sinusoidal", "rope", "alibi", "t5"]
     assert params.data.split(",") == ["copy", "reverse", "sort", "ar"]
-    assert len(params.seed.split(",")) == 3
+    assert "seed" not in params and cfg.replicas == 3  # the seeds are replicas of each job
     assert "joblib" in cfg.hydra.launcher._target_
     assert cfg.model._target_.endswith("AttentionStack") and cfg.model.causal
     for task in params.data.split(","):
@@ -165,8 +165,8 @@ def test_experiment_runs_under_joblib_and_tabulates(tmp_path: Path) -> None:
     assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
     table = run_cli(str(sweep_dir), module="posenc_exp.analysis.tables").stdout.splitlines()
     assert table[0] == "| task | encoding | metric | seeds | 1x | 1.25x | 1.5x | 2x |"
-    assert table[2].startswith("| copy | t5 | seq_acc (L=8) | 1 |")
-    assert table[3].startswith("| ar | t5 | loss_gap (L=16) | 1 |")
+    assert table[2].startswith("| copy | t5 | seq_acc (L=8) | 3 |")  # the job's 3 replicas count as seeds
+    assert table[3].startswith("| ar | t5 | loss_gap (L=16) | 3 |")
     assert all(cell.strip() for cell in table[2].split("|")[1:-1])
 
 
