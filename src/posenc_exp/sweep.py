@@ -20,30 +20,22 @@ from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, STATUS_FILE, parse_overrides, write_json
 
 
-def thread_budget(cfg: DictConfig) -> int | None:
-    """Torch threads for each process of this job, or ``None`` for torch's default.
+def thread_budget(cfg: DictConfig) -> int:
+    """Torch threads for each process of this job: ``cfg.threads`` if set, else under submitit
+    ``hydra.launcher.cpus_per_task`` if set, else 1.
 
-    ``cfg.threads`` if set. Otherwise the usable cores (``joblib.cpu_count()``: affinity and cgroup quotas
-    respected) divided among the processes that run at once: under the joblib launcher its
-    ``hydra.launcher.n_jobs`` parallel jobs (joblib's meaning: -1 all cores, -2 all but one, None one),
-    times the ranks of a DDP-on-CPU trainer; under submitit, ``hydra.launcher.cpus_per_task`` if set.
+    One thread by default: the lab's models are tiny and overhead-bound, and gain little from a second
+    thread, while torch's default pool (one thread per core) collapses when other processes share the
+    cores: on a busy 2-core machine an attention run took 9x longer with the default pool than with one
+    thread (``python -m posenc_exp.bench threads`` measures the policy idle and busy). Raise ``threads``
+    for a large model on an otherwise idle machine.
     """
     if cfg.get("threads"):
         return int(cfg.threads)
     launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
-    target = str(launcher.get("_target_", ""))
-    if "submitit" in target and launcher.get("cpus_per_task"):
+    if "submitit" in str(launcher.get("_target_", "")) and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
-    devices = OmegaConf.select(cfg, "trainer.devices")
-    ranks = devices if OmegaConf.select(cfg, "trainer.accelerator") == "cpu" and isinstance(devices, int) else 1
-    n_jobs = (launcher.get("n_jobs") or 1) if "joblib" in target else 1
-    if n_jobs == 1 and ranks <= 1:
-        return None
-    from joblib import cpu_count
-
-    cores = cpu_count()
-    jobs = max(1, cores + 1 + n_jobs) if n_jobs < 0 else n_jobs
-    return max(1, cores // (jobs * max(1, ranks)))
+    return 1
 
 
 def is_multirun() -> bool:

@@ -100,9 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build, fit; write ``metrics.json`` into the run directory and return the metrics."""
     validate(cfg)
     check_distributed_sweep(cfg)
-    threads = thread_budget(cfg)
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(thread_budget(cfg))
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
     if trainer.is_global_zero:
