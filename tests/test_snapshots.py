@@ -46,8 +46,9 @@ def test_seed_vector_is_logged_every_epoch_with_its_history(seed_run: Path) -> N
     assert [event.step for event in events.Images("encoding/history")] == [0, 1, 2]
     distances = [event.value for event in events.Scalars("encoding/distance_from_init")]
     assert len(distances) == 3 and 0 < distances[0] < distances[-1]
-    history = events.Images("encoding/history")[-1]
-    assert (history.height, history.width) == (10 * 8, 3 * 2)  # 10 positions x 3 epochs
+    history = events.Images("encoding/history")
+    assert len({(e.height, e.width) for e in history}) == 1, "one size whatever the number of epochs"
+    assert history[-1].width > history[-1].height, "a landscape image, not a stretched column"
 
 
 def test_learned_table_is_logged_every_epoch(attention_runs: dict[str, Path]) -> None:
@@ -70,7 +71,6 @@ def test_t5_bias_is_logged_every_epoch_with_one_tile_per_head(attention_runs: di
     assert [event.step for event in events.Images("encoding/bias")] == [0, 1, 2]
     bias = events.Images("encoding/bias")[-1]
     assert (bias.height, bias.width) == (10 * 8, 4 * 10 * 8 + 3 * 2)  # 4 heads of 10 x 10, 2-pixel gaps
-    assert (events.Images("encoding/history")[-1].height) == 32 * 8  # one row per bucket
     assert [event.value > 0 for event in events.Scalars("encoding/distance_from_init")] == [True] * 3
 
 

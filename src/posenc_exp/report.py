@@ -71,6 +71,7 @@ class SweepStatus(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._write(config, "finished")
+        print_sweep_end(Path(str(config.hydra.sweep.dir)))
 
     @staticmethod
     def _write(config: DictConfig, state: str) -> None:
@@ -78,6 +79,19 @@ class SweepStatus(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         status = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
         write_json(sweep_dir / STATUS_FILE, status)
+
+
+def print_sweep_end(sweep_dir: Path) -> None:
+    """The last lines of a sweep: its directory, how many jobs finished and failed, and the commands that
+    report on it and browse it."""
+    runs = load_runs(sweep_dir)
+    finished, failed = sum(r.finished for r in runs), sum(r.error is not None for r in runs)
+    other = len(runs) - finished - failed
+    counts = f"{finished} finished, {failed} failed" + (f", {other} without results" if other else "")
+    failures = " (each failed job's error.txt says why)" if failed else ""
+    print(f"\nsweep directory: {sweep_dir}: {len(runs)} jobs, {counts}{failures}")
+    print(f"report:          python -m posenc_exp.report {sweep_dir}")
+    print(f"browse it:       tensorboard --logdir {sweep_dir}")
 
 
 def typed(value: str) -> int | float | str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
@@ -61,25 +63,58 @@ def thread_budget(cfg: DictConfig) -> int | None:
     return max(1, cores // (jobs * max(1, ranks)))
 
 
+# Config groups whose choice is a column of TensorBoard's HParams tab (the others are plumbing).
+HPARAM_GROUPS = ("data", "model", "encoding", "optimizer", "trainer", "callbacks", "experiment")
+
+
 def hparams_of(cfg: DictConfig) -> dict[str, Any]:
-    """The swept-on parts of the config, resolved: what TensorBoard's HParams tab shows per run."""
-    groups = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("data", "model", "optimizer")}
-    return {**groups, "seed": cfg.seed, "max_epochs": cfg.trainer.max_epochs}
+    """What TensorBoard's HParams tab shows for this run: the choice of each config group of
+    ``HPARAM_GROUPS`` (``model=attention``, ``encoding=rope``, ...), every key the job's overrides set (a
+    sweep's swept keys among them) with its resolved value, and ``seed``. Not the ``_target_`` paths and
+    constant defaults of whole groups, which buried the swept keys."""
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    params: dict[str, Any] = {group: choices[group] for group in HPARAM_GROUPS if choices.get(group) is not None}
+    for key in parse_overrides(job_overrides()):
+        if key in choices or "/" in key or key.split(".")[0] == "hydra":
+            continue  # a group choice (above), or Hydra's own settings
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, DictConfig | ListConfig):
+            value = str(OmegaConf.to_container(value, resolve=True))
+        params[key] = value if isinstance(value, int | float | str | bool) else str(value)
+    params.setdefault("seed", cfg.seed)
+    return params
 
 
-def log_hparams(writer: Any, params: dict[str, Any], metric_names: list[str]) -> None:
-    """Write TensorBoard's HParams session for this run, declaring ``metric_names`` as its metrics.
+def log_hparams(writer: Any, params: dict[str, Any]) -> None:
+    """Write this run's session of TensorBoard's HParams tab: its hyperparameters ``params``.
 
-    The tab reads each metric's value from the run's scalar series of the same tag, so the real losses
-    logged during training show up there; no placeholder value is written.
+    No experiment summary is written: TensorBoard then builds the tab's columns from every run of the logdir,
+    the hyperparameters that differ first, and takes its metric columns from the scalar tags of all runs,
+    so every run of a logdir has the same columns (a run's own experiment summary would stand for all of
+    them, e.g. a feed-forward run's hiding the attention runs' ``val/acc``). The metric values are read
+    from the runs' scalar series; no placeholder value is written.
     """
-    from lightning.fabric.utilities.logger import _flatten_dict, _sanitize_params
     from torch.utils.tensorboard.summary import hparams
 
-    flat = _sanitize_params(_flatten_dict(params))
-    flat = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat.items()}
-    for summary in hparams(flat, dict.fromkeys(metric_names, math.nan)):
+    _, session_start, session_end = hparams(params, {})
+    for summary in (session_start, session_end):
         writer.file_writer.add_summary(summary)
+
+
+def log_scalar_layout(writer: Any, module: PosEncModule) -> None:
+    """The Custom Scalars tab's layout for this run: the losses first, train and validation in one chart; each
+    validation metric over its evaluation lengths (``val/<metric>@len=<n>``, one line per length); the
+    encoding's distance from its initial value. TensorBoard merges the layouts of a logdir's runs by title."""
+    names = module.metric_names()
+    layout: dict[str, dict[str, list]] = {
+        "losses": {"train/loss, val/loss": ["Multiline", ["^train/loss$", "^val/loss$"]]},
+    }
+    layout["losses"].update({f"val/{name}": ["Multiline", [f"^val/{name}$"]] for name in names if name != "loss"})
+    if len(module.eval_lengths) > 1:
+        layout["by evaluation length"] = {f"val/{name}@len": ["Multiline", [f"^val/{name}@len="]] for name in names}
+    if module.net.encoding.trainable:
+        layout["encoding"] = {"encoding/distance_from_init": ["Multiline", ["^encoding/distance_from_init$"]]}
+    writer.add_custom_scalars(layout)
 
 
 def encoding_as_list(encoding: Tensor | None) -> list | None:
@@ -122,6 +157,37 @@ def print_summary(metrics: dict[str, Any]) -> None:
             mark = "*" if int(length) == metrics["train_length"] else " "
             print(f"{length:>7}{mark} | " + " | ".join(f"{values[name]:>9.4f}" for name in names))
         print("(* the training length)")
+
+
+def print_run_location(output_dir: Path) -> None:
+    """The last lines of a run: where its results went and the command that browses them."""
+    print(f"\nrun directory: {output_dir}  (metrics.json, checkpoints/, TensorBoard events)")
+    print(f"browse it:     tensorboard --logdir {output_dir}")
+
+
+# Lightning's start-up lines that say nothing about this run; the progress bar and real warnings stay.
+LIGHTNING_NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
+
+
+class _DropLightningNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(LIGHTNING_NOISE)
+
+
+_DROP_NOISE = _DropLightningNoise()
+
+
+def quiet_third_party() -> None:
+    """Silence, in this process, Lightning's start-up noise (``LIGHTNING_NOISE``) and known third-party
+    warnings that no user of this project can act on: torch's ``LeafSpec`` deprecation, raised from inside
+    Lightning, and Lightning's hint to use ``srun`` on a machine that has Slurm installed (sweeps reach Slurm
+    through ``hydra/launcher=submitit_slurm``). Called by the entry points only, never on import."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DROP_NOISE)  # the same filter object: adding it twice is a no-op
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def is_multirun() -> bool:
@@ -214,7 +280,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
-        log_hparams(writer, hparams_of(cfg), ["train/loss", *module.validation_tags()])
+        log_hparams(writer, hparams_of(cfg))
+        log_scalar_layout(writer, module)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -239,6 +306,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)
+        print_run_location(Path(cfg.paths.output_dir))
     return metrics
 
 
@@ -249,6 +317,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     In a sweep (``-m``): a job whose directory has ``metrics.json`` is skipped (its stored loss returned)
     unless ``force=true``, so rerunning a sweep command resumes it; a failed job writes ``error.txt``.
     """
+    quiet_third_party()  # again here: a sweep job may run in a fresh process (joblib, submitit)
     multirun = is_multirun()
     try:
         if multirun:
@@ -289,6 +358,7 @@ def check_sweeper_plugins(overrides: list[str], config_dir: Path = CONFIG_DIR) -
 
 
 def main() -> None:
+    quiet_third_party()
     try:
         check_group_choices(sys.argv[1:])
         check_sweeper_plugins(sys.argv[1:])
