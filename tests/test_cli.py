@@ -137,7 +137,7 @@ def test_snapshot_callback_logs_encoding_tags_once_per_epoch(seed_run: Path) -> 
     expected = torch.tensor(metrics["encoding_final"]).sub(torch.tensor(metrics["encoding_initial"])).norm()
     assert events.Scalars("encoding/distance_from_init")[-1].value == pytest.approx(expected.item(), rel=1e-5)
     # The position x epoch heatmap gains a column every epoch, at one image size whatever the epoch count.
-    history = events.Images("encoding/history")
+    history = events.Images("view/encoding/history")
     assert len({(e.width, e.height) for e in history}) == 1
     assert len({e.encoded_image_string for e in history}) == EPOCHS
 
@@ -182,8 +182,8 @@ def test_resume_from_last_checkpoint_continues_at_the_right_epoch(seed_run: Path
         resumed_series = [(e.step, e.value) for e in events.Scalars(tag)]
         assert resumed_series == [(e.step, e.value) for e in straight_events.Scalars(tag)][2:], tag
     # The heatmap history is restored with the callback's state: three columns, as in the straight run.
-    resumed_history = events.Images("encoding/history")[0].encoded_image_string
-    assert resumed_history == straight_events.Images("encoding/history")[-1].encoded_image_string
+    resumed_history = events.Images("view/encoding/history")[0].encoded_image_string
+    assert resumed_history == straight_events.Images("view/encoding/history")[-1].encoded_image_string
 
 
 def test_seeded_runs_are_reproducible(seed_run: Path, tmp_path: Path) -> None:

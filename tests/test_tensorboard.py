@@ -97,8 +97,8 @@ def test_attention_images_are_the_mean_attention_of_the_fixed_batch(logdir) -> N
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     train_length, longest = datamodule.train_length, datamodule.eval_lengths[-1]
-    expected_tags = {f"attention/layer{i}@len={n}" for i in (1, 2) for n in (train_length, longest)}
-    assert {t for t in events.Tags()["images"] if t.startswith("attention/")} == expected_tags
+    expected_tags = {f"view/attention/layer{i}@len={n}" for i in (1, 2) for n in (train_length, longest)}
+    assert {t for t in events.Tags()["images"] if t.startswith("view/attention/")} == expected_tags
     checkpoint = torch.load(root / "attention" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     module = PosEncModule(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
@@ -113,7 +113,7 @@ def test_attention_images_are_the_mean_attention_of_the_fixed_batch(logdir) -> N
     # causal attention: query 0 sees only key 0, so its row of the mean attention is (1, 0, 0, ...)
     patterns = callback.patterns(module.net, datamodule.splits, [longest])
     assert patterns[f"layer1@len={longest}"][0][0, 0] == pytest.approx(1.0)
-    assert not [t for t in read_events(root / "feedforward").Tags()["images"] if t.startswith("attention/")]
+    assert not [t for t in read_events(root / "feedforward").Tags()["images"] if t.startswith("view/attention/")]
 
 
 def free_port() -> int:
@@ -209,7 +209,7 @@ def test_custom_scalars_tab_opens_on_the_losses(server: str) -> None:
 @pytest.mark.slow
 def test_tensorboard_serves_the_attention_images_and_the_history(server: str) -> None:
     images = get_json(f"{server}/plugin/images/tags")
-    assert any(tag.startswith("attention/layer2@len=") for tag in images["attention"])
-    assert "encoding/history" in images["feedforward"]
-    served = get_json(f"{server}/plugin/images/images?run=feedforward&tag=encoding/history")
+    assert any(tag.startswith("view/attention/layer2@len=") for tag in images["attention"])
+    assert "view/encoding/history" in images["feedforward"]
+    served = get_json(f"{server}/plugin/images/images?run=feedforward&tag=view/encoding/history")
     assert [entry["step"] for entry in served] == [0, 1, 2]

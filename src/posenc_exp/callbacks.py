@@ -14,6 +14,10 @@ from posenc_exp.encodings import PositionalEncoding
 from posenc_exp.images import labelled_heatmaps
 from posenc_exp.models import AttentionStack
 
+# The TensorBoard group of every image and histogram: Time Series sorts its cards by tag, so under this name
+# they come after the scalars of train/ and val/ (the losses) instead of above them.
+VIEW = "view"
+
 
 def tensorboard_writer(trainer: L.Trainer) -> Any | None:
     """The ``SummaryWriter`` of the first TensorBoardLogger, or ``None`` (e.g. under ``fast_dev_run``)."""
@@ -26,19 +30,20 @@ def tensorboard_writer(trainer: L.Trainer) -> Any | None:
 class EncodingSnapshot(L.Callback):
     """At the end of training epochs, log what ``net.encoding`` looks like, whatever its family.
 
-    Through the encoding's own snapshot methods (see ``posenc_exp.encodings``):
+    Through the encoding's own snapshot methods (see ``posenc_exp.encodings``), under the ``view/`` group
+    (:data:`VIEW`) that TensorBoard's Time Series lists after the losses:
 
-    - ``encoding/<name>`` histograms from ``snapshot_histograms()``: the table's entries as
-      ``encoding/values`` (learned, sinusoidal, t5), ``encoding/log10_frequency`` for RoPE;
-    - ``encoding/<name>`` images from ``snapshot_images()``: ``encoding/table`` (position x dimension) and
-      ``encoding/cosine_similarity`` (between positions) for tables, ``encoding/bias`` (each head's bias
-      over n x n positions, side by side) for ALiBi and T5, ``encoding/rotation`` (``cos(m theta_i)``,
-      position x frequency) for RoPE; nothing for NoPE.
+    - ``view/encoding/<name>`` histograms from ``snapshot_histograms()``: the table's entries as
+      ``view/encoding/values`` (learned, sinusoidal, t5), ``view/encoding/log10_frequency`` for RoPE;
+    - ``view/encoding/<name>`` images from ``snapshot_images()``: ``table`` (position x dimension) and
+      ``cosine_similarity`` (between positions) for tables, ``bias`` (each head's bias over n x n positions,
+      side by side) for ALiBi and T5, ``rotation`` (``cos(m theta_i)``, position x frequency) for RoPE;
+      nothing for NoPE.
 
     and, for a trainable encoding with a ``snapshot()`` tensor ``P`` (learned, learnable sinusoidal, t5):
 
     - ``encoding/distance_from_init``: ``||P_e - P_0||_F``, the Frobenius distance from the initial value;
-    - ``encoding/history``: an image, row of ``P`` (position, or T5 bucket) x epoch (columns), of each row's
+    - ``view/encoding/history``: an image, row of ``P`` (position, or T5 bucket) x epoch (columns), of each row's
       value (its mean when ``P`` is wider than one), on a diverging scale around 0, with tick labels and a
       colour bar; about ``history_pixels`` (height, width) whatever the number of epochs.
 
@@ -65,9 +70,9 @@ class EncodingSnapshot(L.Callback):
             return
         step = trainer.current_epoch
         for name, values in encoding.snapshot_histograms().items():
-            writer.add_histogram(f"encoding/{name}", values, step, bins="auto")
+            writer.add_histogram(f"{VIEW}/encoding/{name}", values, step, bins="auto")
         for name, image in encoding.snapshot_images().items():
-            writer.add_image(f"encoding/{name}", image, step, dataformats="HWC")
+            writer.add_image(f"{VIEW}/encoding/{name}", image, step, dataformats="HWC")
         self.logged_fixed = True
         current: Tensor | None = encoding.snapshot()
         if not trainable or current is None:
@@ -76,7 +81,7 @@ class EncodingSnapshot(L.Callback):
         writer.add_scalar("encoding/distance_from_init", (current - initial).norm().item(), step)
         self.history.append(current.reshape(len(current), -1).mean(dim=1).tolist())
         image = labelled_heatmaps([np.array(self.history).T], encoding.snapshot_rows, "epoch", size=self.history_pixels)
-        writer.add_image("encoding/history", image, step, dataformats="HWC")
+        writer.add_image(f"{VIEW}/encoding/history", image, step, dataformats="HWC")
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
@@ -91,7 +96,7 @@ class AttentionPatterns(L.Callback):
     For a fixed validation batch (the first ``n_examples`` of the validation split) at the training length
     and at the longest evaluation length, one forward pass with the model's internals gives each layer's
     attention matrix ``A`` ``(B, H, L, L)`` (:class:`posenc_exp.models.attention.Internals`); its mean over
-    the batch is logged as one image per layer and length, ``attention/layer{i}@len={n}`` (``layer{i}`` is
+    the batch is logged as one image per layer and length, ``view/attention/layer{i}@len={n}`` (``layer{i}`` is
     block ``i``, as in the diagnostics), the heads side by side (query rows, key columns) on one shared
     scale, so the encodings compare by what they do to attention, in and beyond the training length.
     Other networks (the feed-forward model) log nothing; under DDP rank 0 alone writes.
@@ -125,12 +130,12 @@ class AttentionPatterns(L.Callback):
     def images(
         self, net: AttentionStack, splits: dict[str, tuple[Tensor, Tensor]], lengths: list[int]
     ) -> dict[str, np.ndarray]:
-        """``{"attention/layer{i}@len={n}": (H, W, 3) uint8 image}``: the heads of :meth:`patterns`."""
+        """``{"view/attention/layer{i}@len={n}": (H, W, 3) uint8 image}``: the heads of :meth:`patterns`."""
         images = {}
         for name, heads in self.patterns(net, splits, lengths).items():
             titles = [f"head {h}" for h in range(len(heads))]
             size = (self.head_pixels, self.head_pixels)
-            images[f"attention/{name}"] = labelled_heatmaps(heads, "query", "key", titles=titles, size=size)
+            images[f"{VIEW}/attention/{name}"] = labelled_heatmaps(heads, "query", "key", titles=titles, size=size)
         return images
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
