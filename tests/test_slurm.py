@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics, run_cli
+from helpers import read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 TINY = ["trainer.max_epochs=2", "callbacks.progress_bar=null"]

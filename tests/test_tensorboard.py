@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, read_events, read_metrics, train_run
+from helpers import FAST, read_events, read_metrics, train_run
 from hydra.utils import instantiate
 from PIL import Image
 

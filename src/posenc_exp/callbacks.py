@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from posenc_exp.encodings import PositionalEncoding
-from posenc_exp.images import labelled_heatmaps
+from posenc_exp.images import labelled_heatmaps, snapshot_images
 from posenc_exp.models import AttentionStack
 
 # The TensorBoard group of every image and histogram: Time Series sorts its cards by tag, so under this name
@@ -35,17 +35,17 @@ class EncodingSnapshot(L.Callback):
 
     - ``view/encoding/<name>`` histograms from ``snapshot_histograms()``: the table's entries as
       ``view/encoding/values`` (learned, sinusoidal, t5), ``view/encoding/log10_frequency`` for RoPE;
-    - ``view/encoding/<name>`` images from ``snapshot_images()``: ``table`` (position x dimension) and
-      ``cosine_similarity`` (between positions) for tables, ``bias`` (each head's bias over n x n positions,
-      side by side) for ALiBi and T5, ``rotation`` (``cos(m theta_i)``, position x frequency) for RoPE;
-      nothing for NoPE.
+    - ``view/encoding/<name>`` images of ``snapshot_maps()``, rendered by ``posenc_exp.images``: ``table``
+      (position x dimension) and ``cosine_similarity`` (between positions) for tables, ``bias`` (each head's
+      bias over n x n positions, side by side) for ALiBi and T5, ``rotation`` (``cos(m theta_i)``, position x
+      frequency) for RoPE; nothing for NoPE.
 
     and, for a trainable encoding with a ``snapshot()`` tensor ``P`` (learned, learnable sinusoidal, t5):
 
     - ``encoding/distance_from_init``: ``||P_e - P_0||_F``, the Frobenius distance from the initial value;
-    - ``view/encoding/history``: an image, row of ``P`` (position, or T5 bucket) x epoch (columns), of each row's
-      value (its mean when ``P`` is wider than one), on a diverging scale around 0, with tick labels and a
-      colour bar; about ``history_pixels`` (height, width) whatever the number of epochs.
+    - ``view/encoding/history``: an image, row of ``P`` (position, or T5 bucket) x epoch (columns), of each
+      row's value (its mean when ``P`` is wider than one), on a diverging scale around 0, with tick labels and
+      a colour bar; ``history_pixels`` (height, width) whatever the number of epochs.
 
     Histograms use numpy's ``bins="auto"``: a few wide bins for the seed's 10 values instead of spikes.
 
@@ -71,7 +71,7 @@ class EncodingSnapshot(L.Callback):
         step = trainer.current_epoch
         for name, values in encoding.snapshot_histograms().items():
             writer.add_histogram(f"{VIEW}/encoding/{name}", values, step, bins="auto")
-        for name, image in encoding.snapshot_images().items():
+        for name, image in snapshot_images(encoding).items():
             writer.add_image(f"{VIEW}/encoding/{name}", image, step, dataformats="HWC")
         self.logged_fixed = True
         current: Tensor | None = encoding.snapshot()

@@ -6,115 +6,38 @@ with ``hydra.utils.instantiate``, fits, writes ``metrics.json`` and returns the 
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import logging
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.callbacks import tensorboard_writer
-from posenc_exp.config import ConfigError, check_group_choices, check_overrides, validate
+from posenc_exp.config import check_group_choices, check_overrides, check_renamed, validate
+from posenc_exp.console import print_run_location, print_summary, quiet_third_party
 from posenc_exp.data import SyntheticDataModule
-from posenc_exp.encodings import LengthError
-from posenc_exp.module import NonFiniteLossError, PosEncModule
-from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides, write_json
-
-# Errors that are the user's input, reported as one line rather than a traceback.
-USER_ERRORS = (ConfigError, NonFiniteLossError, LengthError)
-
-
-def thread_budget(cfg: DictConfig) -> int | None:
-    """Torch threads for each process of this job, or ``None`` for torch's default.
-
-    ``cfg.threads`` if set. Otherwise the usable cores (``joblib.cpu_count()``: affinity and cgroup quotas
-    respected) divided among the processes that run at once: under the joblib launcher its
-    ``hydra.launcher.n_jobs`` parallel jobs (joblib's meaning: -1 all cores, -2 all but one, None one),
-    times the ranks of a DDP-on-CPU trainer; under submitit, ``hydra.launcher.cpus_per_task`` if set.
-    """
-    if cfg.get("threads"):
-        return int(cfg.threads)
-    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
-    target = str(launcher.get("_target_", ""))
-    if "submitit" in target and launcher.get("cpus_per_task"):
-        return int(launcher.cpus_per_task)
-    devices = OmegaConf.select(cfg, "trainer.devices")
-    ranks = devices if OmegaConf.select(cfg, "trainer.accelerator") == "cpu" and isinstance(devices, int) else 1
-    n_jobs = (launcher.get("n_jobs") or 1) if "joblib" in target else 1
-    if n_jobs == 1 and ranks <= 1:
-        return None
-    from joblib import cpu_count
-
-    cores = cpu_count()
-    jobs = max(1, cores + 1 + n_jobs) if n_jobs < 0 else n_jobs
-    return max(1, cores // (jobs * max(1, ranks)))
-
-
-# Config groups whose choice is a column of TensorBoard's HParams tab (the others are plumbing).
-HPARAM_GROUPS = ("data", "model", "encoding", "optimizer", "trainer", "callbacks", "experiment")
-
-
-def hparams_of(cfg: DictConfig) -> dict[str, Any]:
-    """What TensorBoard's HParams tab shows for this run: the choice of each config group of
-    ``HPARAM_GROUPS`` (``model=attention``, ``encoding=rope``, ...), every key the job's overrides set (a
-    sweep's swept keys among them) with its resolved value, and ``seed``. Not the ``_target_`` paths and
-    constant defaults of whole groups, which buried the swept keys."""
-    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-    params: dict[str, Any] = {group: choices[group] for group in HPARAM_GROUPS if choices.get(group) is not None}
-    for key in parse_overrides(job_overrides()):
-        if key in choices or "/" in key or key.split(".")[0] == "hydra":
-            continue  # a group choice (above), or Hydra's own settings
-        value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, DictConfig | ListConfig):
-            value = str(OmegaConf.to_container(value, resolve=True))
-        params[key] = value if isinstance(value, int | float | str | bool) else str(value)
-    params.setdefault("seed", cfg.seed)
-    return params
-
-
-def log_hparams(writer: Any, params: dict[str, Any]) -> None:
-    """Write this run's session of TensorBoard's HParams tab: its hyperparameters ``params``.
-
-    No experiment summary is written: TensorBoard then builds the tab's columns from every run of the logdir,
-    the hyperparameters that differ first, and takes its metric columns from the scalar tags of all runs,
-    so every run of a logdir has the same columns (a run's own experiment summary would stand for all of
-    them, e.g. a feed-forward run's hiding the attention runs' ``val/acc``). The metric values are read
-    from the runs' scalar series; no placeholder value is written.
-    """
-    from torch.utils.tensorboard.summary import hparams
-
-    _, session_start, session_end = hparams(params, {})
-    for summary in (session_start, session_end):
-        writer.file_writer.add_summary(summary)
-
-
-def log_scalar_layout(writer: Any, module: PosEncModule) -> None:
-    """The Custom Scalars tab's layout for this run: the losses first, train and validation in one chart; each
-    validation metric over its evaluation lengths (``val/<metric>@len=<n>``, one line per length); the
-    encoding's distance from its initial value. TensorBoard merges the layouts of a logdir's runs by title."""
-    names = module.metric_names()
-    layout: dict[str, dict[str, list]] = {
-        "losses": {"train/loss, val/loss": ["Multiline", ["^train/loss$", "^val/loss$"]]},
-    }
-    layout["losses"].update({f"val/{name}": ["Multiline", [f"^val/{name}$"]] for name in names if name != "loss"})
-    if len(module.eval_lengths) > 1:
-        layout["by evaluation length"] = {f"val/{name}@len": ["Multiline", [f"^val/{name}@len="]] for name in names}
-    if module.net.encoding.trainable:
-        layout["encoding"] = {"encoding/distance_from_init": ["Multiline", ["^encoding/distance_from_init$"]]}
-    writer.add_custom_scalars(layout)
+from posenc_exp.errors import USER_ERRORS, ConfigError
+from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
+from posenc_exp.module import PosEncModule
+from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, write_json
+from posenc_exp.sweep import (
+    check_distributed_sweep,
+    check_sweeper_plugins,
+    finished_metrics,
+    is_multirun,
+    job_overrides,
+    record_failure,
+    thread_budget,
+)
 
 
 def encoding_as_list(encoding: Tensor | None) -> list | None:
@@ -130,118 +53,6 @@ def per_length_metrics(logged: dict[str, float], module: PosEncModule) -> dict[s
         str(n): {name: logged.get(f"val/{name}@len={n}", math.nan) for name in module.metric_names()}
         for n in module.eval_lengths
     }
-
-
-def print_summary(metrics: dict[str, Any]) -> None:
-    """The seed printed the encodings before and after training; this prints them as a table."""
-    initial, final = metrics["encoding_initial"], metrics["encoding_final"]
-    if initial is not None and initial == final:
-        print("\nencoding: fixed, unchanged by training")
-    elif initial is not None:
-        wide = isinstance(initial[0], list)  # a table: one row per position (per bucket for t5)
-        row, label = ("row", "row norm") if wide else ("position", "value")
-        norm = lambda row: math.sqrt(sum(v * v for v in row)) if wide else row  # noqa: E731
-        print(f"\n{row:>8} | {'initial ' + label:>16} | {'final ' + label:>16} | {'change':>9}")
-        print(f"{'-' * 8}-+-{'-' * 16}-+-{'-' * 16}-+-{'-' * 9}")
-        for i, (a, b) in enumerate(zip(initial, final, strict=True)):
-            print(f"{i:>8} | {norm(a):>16.4f} | {norm(b):>16.4f} | {norm(b) - norm(a):>+9.4f}")
-    floor = metrics.get("val_loss_floor")
-    print(
-        f"\nepochs={metrics['epochs']}  train_loss={metrics['train_loss']:.4f}  "
-        f"val_loss={metrics['val_loss']:.4f}" + (f"  (best achievable {floor:.4f})" if floor is not None else "")
-    )
-    if len(metrics["eval"]) > 1:
-        names = list(next(iter(metrics["eval"].values())))
-        print(f"\n{'length':>8} | " + " | ".join(f"{name:>9}" for name in names))
-        for length, values in metrics["eval"].items():
-            mark = "*" if int(length) == metrics["train_length"] else " "
-            print(f"{length:>7}{mark} | " + " | ".join(f"{values[name]:>9.4f}" for name in names))
-        print("(* the training length)")
-
-
-def print_run_location(output_dir: Path) -> None:
-    """The last lines of a run: where its results went and the command that browses them."""
-    print(f"\nrun directory: {output_dir}  (metrics.json, checkpoints/, TensorBoard events)")
-    print(f"browse it:     tensorboard --logdir {output_dir}")
-
-
-# Lightning's start-up lines that say nothing about this run; the progress bar and real warnings stay.
-LIGHTNING_NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
-
-
-class _DropLightningNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(LIGHTNING_NOISE)
-
-
-_DROP_NOISE = _DropLightningNoise()
-
-
-def quiet_third_party() -> None:
-    """Silence, in this process, Lightning's start-up noise (``LIGHTNING_NOISE``) and known third-party
-    warnings that no user of this project can act on: torch's ``LeafSpec`` deprecation, raised from inside
-    Lightning, and Lightning's hint to use ``srun`` on a machine that has Slurm installed (sweeps reach Slurm
-    through ``hydra/launcher=submitit_slurm``). Called by the entry points only, never on import."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DROP_NOISE)  # the same filter object: adding it twice is a no-op
-    warnings.filterwarnings(
-        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
-    )
-    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
-
-
-def is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
-
-
-def job_overrides() -> list[str]:
-    """This job's overrides, sweep values included (what ``.hydra/overrides.yaml`` holds)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def check_distributed_sweep(cfg: DictConfig) -> None:
-    """Refuse Lightning's ``ddp`` over several processes inside ``-m``, except under Slurm.
-
-    ``ddp`` starts ranks 1.. by re-running the command line (``sys.argv``); inside ``-m`` that reruns the
-    whole sweep in every rank. Under the submitit_slurm launcher each Slurm task is a rank started by
-    srun and Lightning re-runs nothing.
-    """
-    strategy = OmegaConf.select(cfg, "trainer.strategy")
-    if not is_multirun() or strategy not in ("ddp", "ddp_find_unused_parameters_true"):
-        return
-    if OmegaConf.select(cfg, "trainer.devices") == 1 and OmegaConf.select(cfg, "trainer.num_nodes", default=1) == 1:
-        return
-    if str(HydraConfig.get().launcher.get("_target_", "")).endswith("SlurmLauncher"):
-        return
-    raise ConfigError(
-        f"trainer.strategy={strategy} is not allowed inside -m on one machine: Lightning re-runs the command "
-        "for every rank, which would rerun the whole sweep; run DDP jobs one command at a time, or sweep with "
-        "hydra/launcher=submitit_slurm hydra.launcher.tasks_per_node=<trainer.devices>"
-    )
-
-
-def finished_metrics(cfg: DictConfig) -> dict[str, Any] | None:
-    """In a sweep, this job's results from an earlier run of the same command: ``metrics.json`` already in
-    its directory. ``None`` with ``force=true`` or without the file. A file from other overrides means a
-    different sweep in the same ``hydra.sweep.dir``: a :class:`ConfigError`, never a silent overwrite."""
-    path = Path(cfg.paths.output_dir) / METRICS_FILE
-    if cfg.get("force") or not path.is_file():
-        return None
-    metrics = json.loads(path.read_text())
-    if "overrides" in metrics and parse_overrides(metrics["overrides"]) != parse_overrides(job_overrides()):
-        raise ConfigError(
-            f"{path} holds the results of other overrides ({' '.join(metrics['overrides'])}): resume with the "
-            "same sweep command, choose another hydra.sweep.dir, or force=true to overwrite"
-        )
-    return metrics
-
-
-def record_failure(cfg: DictConfig, error: BaseException) -> None:
-    """``error.txt`` in a failed sweep job's directory: the report lists the job with this line."""
-    line = str(error) if isinstance(error, USER_ERRORS) else f"{type(error).__name__}: {error}"
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / FAILURE_FILE).write_text(line.splitlines()[0] if line else type(error).__name__)
 
 
 def build_module(cfg: DictConfig, datamodule: SyntheticDataModule) -> PosEncModule:
@@ -338,28 +149,10 @@ def _hydra_main(cfg: DictConfig) -> float:
         raise
 
 
-# Sweepers shipped as optional extras: the plugin module Hydra needs, and how to install it.
-SWEEPER_PLUGINS = {"optuna": ("hydra_plugins.hydra_optuna_sweeper", "pip install -e '.[optuna]'")}
-
-
-def check_sweeper_plugins(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """One error line, before Hydra's screenful, when ``hydra/sweeper=<name>`` or an ``hparams_search``
-    option that selects it needs a sweeper plugin that is not installed."""
-    for override in overrides:
-        key, _, option = override.lstrip("+").partition("=")
-        sweepers = [option] if key == "hydra/sweeper" else []
-        if key == "hparams_search" and (preset := config_dir / key / f"{option}.yaml").is_file():
-            defaults = OmegaConf.load(preset).get("defaults") or []
-            sweepers = [e[k] for e in defaults if isinstance(e, DictConfig) for k in e if k.endswith("hydra/sweeper")]
-        for sweeper in sweepers:
-            module, install = SWEEPER_PLUGINS.get(sweeper, (None, None))
-            if module and importlib.util.find_spec(module) is None:
-                raise ConfigError(f"{override} needs the {sweeper} sweeper plugin, which is not installed: {install}")
-
-
 def main() -> None:
     quiet_third_party()
     try:
+        check_renamed(sys.argv[1:])
         check_group_choices(sys.argv[1:])
         check_sweeper_plugins(sys.argv[1:])
         check_overrides(sys.argv[1:])
