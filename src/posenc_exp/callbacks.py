@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -97,8 +98,8 @@ class AttentionPatterns(L.Callback):
     and at the longest evaluation length, one forward pass with the model's internals gives each layer's
     attention matrix ``A`` ``(B, H, L, L)`` (:class:`posenc_exp.models.attention.Internals`); its mean over
     the batch is logged as one image per layer and length, ``view/attention/layer{i}@len={n}`` (``layer{i}`` is
-    block ``i``, as in the diagnostics), the heads side by side (query rows, key columns) on one shared
-    scale, so the encodings compare by what they do to attention, in and beyond the training length.
+    block ``i``, as in the diagnostics), the heads in a near-square grid (query rows, key columns) on one
+    shared scale, so the encodings compare by what they do to attention, in and beyond the training length.
     Other networks (the feed-forward model) log nothing; under DDP rank 0 alone writes.
     """
 
@@ -135,7 +136,10 @@ class AttentionPatterns(L.Callback):
         for name, heads in self.patterns(net, splits, lengths).items():
             titles = [f"head {h}" for h in range(len(heads))]
             size = (self.head_pixels, self.head_pixels)
-            images[f"{VIEW}/attention/{name}"] = labelled_heatmaps(heads, "query", "key", titles=titles, size=size)
+            columns = math.ceil(math.sqrt(len(heads)))  # a near-square grid: TensorBoard shrinks wide images
+            images[f"{VIEW}/attention/{name}"] = labelled_heatmaps(
+                heads, "query", "key", titles=titles, size=size, columns=columns
+            )
         return images
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
