@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is installed before the package, so the package's open range `torch>=2.3,<3` keeps it. From PyPI,
-# `torch==2.13.0` on Linux x86-64 is the CUDA build (multi-GB: cuda-toolkit, cudnn, nccl, triton); macOS and
-# Windows wheels are CPU-only. The CPU build for Linux: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# `torch==2.13.0` on Linux x86-64 is the CUDA build: a 526.6 MB wheel that pulls nvidia-cudnn-cu13,
+# nvidia-nccl-cu13, triton, ... (several GB). PyTorch's CPU-only wheels for Linux come from its own index:
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (this project's dev machine has a local CPU wheel that pip picks up without it).
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
