@@ -213,6 +213,8 @@ BAD_INPUTS = [
     ("ckpt_path={tmp}/notes.txt", "ckpt_path"),
     ("data.context_size=8", "data.length"),  # a renamed key names its new name
     ("experiment=seed", "experiment=toy"),  # a renamed option too
+    ("callbacks.attention_patterns.n_examples=0", "callbacks.attention_patterns.n_examples"),
+    ("callbacks.encoding_snapshot.history_pixels=[8,300]", "callbacks.encoding_snapshot.history_pixels"),
 ]
 
 
