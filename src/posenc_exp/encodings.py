@@ -49,6 +49,7 @@ class PositionalEncoding(nn.Module):
     """Base class: the identity encoding. Subclasses set ``acts_on`` and override their family's hook."""
 
     acts_on: ClassVar[str] = "input"
+    snapshot_rows: ClassVar[str] = "position"  # what a row of snapshot() is, for the history image's axis
 
     def forward(self, x: Tensor) -> Tensor:
         """Input families: ``x`` is ``(R or 1, batch, length, d_model)``; returns ``x`` with positions added."""
@@ -398,6 +399,8 @@ class T5Bias(BiasEncoding):
     def attention_bias(self, n_query: int, n_key: int) -> Tensor:
         # Index the transposed (R, heads, buckets) table: the result is (R, heads, n_query, n_key), contiguous.
         return self.relative_bias.transpose(1, 2)[:, :, self.buckets(n_query, n_key)]
+
+    snapshot_rows = "bucket"
 
     def snapshot(self) -> Tensor:
         return self.relative_bias.detach().cpu().clone()

@@ -22,10 +22,10 @@ from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.config import check_group_choices, check_overrides, check_renamed, validate
-from posenc_exp.console import print_summary
+from posenc_exp.console import print_run_location, print_summary, quiet_third_party
 from posenc_exp.data import SyntheticDataModule
 from posenc_exp.errors import USER_ERRORS, ConfigError
-from posenc_exp.hparams import hparams_of, log_hparams
+from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
 from posenc_exp.loggers import ReplicaLogger, replica_writers, tensorboard_writer
 from posenc_exp.module import PosEncModule
 from posenc_exp.replicas import (
@@ -104,11 +104,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
     if trainer.is_global_zero:
-        tags = ["train/loss", *module.validation_tags()]
         if module.replicas > 1 and (writer := tensorboard_writer(trainer)) is not None:
-            log_hparams(writer, hparams_of(cfg), tags)
+            log_hparams(writer, hparams_of(cfg))  # the run's own events: the means over the replicas
+            log_scalar_layout(writer, module)
         for replica, writer in replica_writers(trainer):
-            log_hparams(writer, hparams_of(replica_config(cfg, replica)), tags)
+            log_hparams(writer, hparams_of(replica_config(cfg, replica)))
+            log_scalar_layout(writer, module)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -151,6 +152,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 write_replica_dir(output_dir, k, replica_metrics)
         write_json(output_dir / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)
+        print_run_location(Path(cfg.paths.output_dir))
     return metrics
 
 
@@ -176,6 +178,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     In a sweep (``-m``): a job whose directory has ``metrics.json`` is skipped (its stored loss returned)
     unless ``force=true``, so rerunning a sweep command resumes it; a failed job writes ``error.txt``.
     """
+    quiet_third_party()  # again here: a sweep job may run in a fresh process (joblib, submitit)
     multirun = is_multirun()
     try:
         if multirun:
@@ -197,6 +200,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    quiet_third_party()
     try:
         check_renamed(sys.argv[1:])
         check_group_choices(sys.argv[1:])
