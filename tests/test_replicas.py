@@ -31,11 +31,13 @@ ATTENTION = [
     "data.batch_size=32",
     "trainer.max_epochs=2",
 ]
-# The feed-forward model and the attention model with each encoding family; t5 also with data per replica.
+# The feed-forward model and the attention model with each encoding family (and a fixed, shared one); t5 also
+# with data per replica.
 CASES = {
     "feedforward": ["trainer.max_epochs=2"],
     "learned": [*ATTENTION, "encoding=learned"],
     "rope": [*ATTENTION, "encoding=rope"],
+    "sinusoidal": [*ATTENTION, "encoding=sinusoidal"],  # a fixed encoding: one table shared by the replicas
     "t5": [*ATTENTION, "encoding=t5", "data.seed=${seed}"],
 }
 SEED, K = 5, 3
@@ -97,7 +99,7 @@ def test_the_run_directory_keeps_the_single_run_contract_per_replica(runs: dict[
         events = read_events(directory)
         assert [e.step for e in events.Scalars("val/loss")] == [0, 1]  # its own TensorBoard run, by epoch
         assert events.Scalars("val/loss")[-1].value == pytest.approx(replica_losses[k], rel=1e-6)
-        assert "encoding/bias" in events.Tags()["images"]  # its own snapshots
+        assert {"view/encoding/bias", "view/attention/layer1@len=4"} <= set(events.Tags()["images"])  # its own views
     # The run's own events hold the mean, and no per-replica tag.
     top = read_events(run)
     assert not any("replica_" in tag for tag in top.Tags()["scalars"])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from posenc_exp.encodings import PositionalEncoding
+from posenc_exp.encodings import PositionalEncoding, replica_of
 from posenc_exp.images import labelled_heatmaps, snapshot_images
 from posenc_exp.loggers import replica_writers
 from posenc_exp.models import AttentionStack
@@ -71,8 +71,8 @@ class EncodingSnapshot(L.Callback):
                 writer.add_image(f"{VIEW}/encoding/{name}", image, step, dataformats="HWC")
             if not trainable or current is None:
                 continue
-            own = current[replica]
-            distance = (own - pl_module.encoding_initial[replica]).norm().item()
+            own = replica_of(current, replica)
+            distance = (own - replica_of(pl_module.encoding_initial, replica)).norm().item()
             writer.add_scalar("encoding/distance_from_init", distance, step)
             history = self.history.setdefault(replica, [])
             history.append(own.reshape(len(own), -1).mean(dim=1).tolist())

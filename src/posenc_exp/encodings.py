@@ -45,6 +45,12 @@ from posenc_exp.errors import LengthError
 DEFAULT_POSITIONS = 64
 
 
+def replica_of(tensor: Tensor, replica: int) -> Tensor:
+    """Replica ``replica``'s slice of a tensor with a leading replica axis, which is 1 when the replicas share
+    it (a fixed table, a position-only bias)."""
+    return tensor[replica if len(tensor) > 1 else 0]
+
+
 class PositionalEncoding(nn.Module):
     """Base class: the identity encoding. Subclasses set ``acts_on`` and override their family's hook."""
 
@@ -70,7 +76,7 @@ class PositionalEncoding(nn.Module):
     def snapshot_histograms(self, replica: int = 0) -> dict[str, Tensor]:
         """Name -> values for TensorBoard histograms; by default replica ``replica``'s snapshot, as ``values``."""
         current = self.snapshot()
-        return {} if current is None else {"values": current[replica]}
+        return {} if current is None else {"values": replica_of(current, replica)}
 
     def snapshot_maps(self, n_positions: int, replica: int = 0) -> dict[str, np.ndarray]:
         """Name -> a map over at most ``n_positions`` positions for TensorBoard images: a 2-D array, or a 3-D
@@ -126,8 +132,7 @@ class AbsoluteTable(PositionalEncoding):
         """
         if self.table.shape[-1] == 1:
             return {}
-        table = self.table[min(replica, len(self.table) - 1), : min(self.max_positions, n_positions)]
-        table = table.detach().float().cpu()
+        table = replica_of(self.table, replica)[: min(self.max_positions, n_positions)].detach().float().cpu()
         unit = nn.functional.normalize(table, dim=1)
         return {"table": table.numpy(), "cosine_similarity": (unit @ unit.T).numpy()}
 
@@ -291,8 +296,7 @@ class BiasEncoding(PositionalEncoding):
         """``bias``: each head's bias over ``n x n`` positions (query rows, key columns), one map per head,
         ``n = min(max_positions, n_positions)``."""
         n = min(self.max_positions, n_positions)
-        bias = self.attention_bias(n, n)
-        return {"bias": bias[min(replica, len(bias) - 1)].float().cpu().numpy()}
+        return {"bias": replica_of(self.attention_bias(n, n), replica).float().cpu().numpy()}
 
 
 def alibi_slopes(n_heads: int) -> list[float]:

@@ -24,6 +24,7 @@ from posenc_exp import CONFIG_DIR
 from posenc_exp.config import check_group_choices, check_overrides, check_renamed, validate
 from posenc_exp.console import print_run_location, print_summary, quiet_third_party
 from posenc_exp.data import SyntheticDataModule
+from posenc_exp.encodings import replica_of
 from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
 from posenc_exp.loggers import ReplicaLogger, replica_writers, tensorboard_writer
@@ -52,7 +53,7 @@ def encoding_as_list(encoding: Tensor | None, replica: int = 0) -> list | None:
     """Replica ``replica``'s snapshot as nested lists; a width-1 table (the seed's vector) as a flat list."""
     if encoding is None:
         return None
-    encoding = encoding[replica]
+    encoding = replica_of(encoding, replica)
     return (encoding.squeeze(-1) if encoding.shape[-1] == 1 else encoding).tolist()
 
 
