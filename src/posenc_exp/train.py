@@ -29,6 +29,7 @@ from posenc_exp.config import ConfigError, check_group_choices, check_overrides,
 from posenc_exp.data import SyntheticDataModule
 from posenc_exp.encodings import LengthError
 from posenc_exp.module import NonFiniteLossError, PosEncModule
+from posenc_exp.perplexity import POSITION_LOSS
 from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides, write_json
 
 # Errors that are the user's input, reported as one line rather than a traceback.
@@ -214,7 +215,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
-        log_hparams(writer, hparams_of(cfg), ["train/loss", *module.validation_tags()])
+        log_hparams(writer, {**hparams_of(cfg), **datamodule.provenance()}, ["train/loss", *module.validation_tags()])
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -235,7 +236,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "overrides": job_overrides(),
         "encoding_initial": encoding_as_list(module.encoding_initial),
         "encoding_final": encoding_as_list(module.net.encoding.snapshot()),
+        **datamodule.provenance(),  # e.g. the text corpus's fingerprint
     }
+    if module.position_loss is not None:  # language modelling: the per-position curve (posenc_exp.perplexity)
+        metrics[POSITION_LOSS] = {"length": module.eval_lengths[-1], "loss": module.position_loss.tolist()}
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)
