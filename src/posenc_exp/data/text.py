@@ -165,12 +165,12 @@ class TextBytes(LengthGeneralizationTask):
         root, files = corpus_files(self.corpus)
         split = split_files(root, files, self.val_fraction)
         name = f"data.corpus={self.corpus}"
-        for which, other in (("val", "train"), ("train", "val")):
+        for which, fix in (("val", "raise"), ("train", "lower")):
             if not split[which]:
                 raise ConfigError(
                     f"{name}: none of its {len(files)} file(s) falls in the {which} split (split by path hash, "
                     f"data.val_fraction={self.val_fraction} of the files validate, the rest train): use a corpus "
-                    f"of more files or move data.val_fraction towards the {other} split"
+                    f"of more files or {fix} data.val_fraction"
                 )
         train, train_read = read_stream(split["train"], self.max_bytes)
         val, val_read = read_stream(split["val"], self.val_bytes)
