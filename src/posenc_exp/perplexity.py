@@ -11,22 +11,23 @@ token = one byte for :class:`posenc_exp.data.TextBytes`), over the windows of on
   (ICLR 2022), which shows where past the training length an encoding's predictions break down.
 
 The module logs ``val/{loss,bpb,ppl}@len=<n>`` per evaluation length and keeps the per-position loss of the
-longest one; :class:`PositionPerplexity` draws ``ppl(t)`` into TensorBoard, ``posenc_exp.train`` writes it
-into ``metrics.json`` (``position_loss``), and the sweep report draws it per cell.
+longest one; :class:`posenc_exp.callbacks.PositionPerplexity` draws ``ppl(t)`` into TensorBoard,
+``posenc_exp.train`` writes it into ``metrics.json`` (``position_loss``), and the sweep report draws it per
+cell (:func:`position_perplexity_plot`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from posenc_exp.callbacks import tensorboard_writer
+from posenc_exp.report import METRICS_FILE
 
 POSITION_LOSS = "position_loss"  # the metrics.json key: {"length": n, "loss": [l_1 .. l_n]}
 
@@ -65,24 +66,29 @@ def draw_position_perplexity(
     axes.legend(fontsize="small")
 
 
-class PositionPerplexity(L.Callback):
-    """After each validation, the TensorBoard image ``val/ppl_by_position``: ``ppl(t)`` over the longest
-    evaluation windows (module docstring), the training length marked, the epoch as its step. Does nothing
-    for tasks other than language modelling, or without a TensorBoardLogger."""
+def position_perplexity_plot(cells: Sequence[Any], keys: list[str], out: Path, bins: int = 32) -> Path | None:
+    """``<out>/ppl_by_position.png``: per report cell (:class:`posenc_exp.report.Cell`), ``ppl(t)`` with the
+    loss at each position averaged over the cell's finished runs (seeds) that wrote a ``position_loss`` of the
+    same length, then over ``bins`` runs of positions; ``None`` if no run wrote one."""
+    import matplotlib.pyplot as plt
 
-    @torch.no_grad()
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        position_loss = getattr(pl_module, "position_loss", None)
-        writer = tensorboard_writer(trainer)
-        if position_loss is None or writer is None or trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axes = plt.subplots(figsize=(6, 3.5))
-        curve = {f"epoch {trainer.current_epoch}": position_loss.tolist()}
-        draw_position_perplexity(axes, curve, pl_module.train_length)
-        figure.tight_layout()
-        writer.add_figure("val/ppl_by_position", figure, trainer.current_epoch, close=True)
+    curves, train_length = {}, None
+    for cell in cells:
+        payloads = [json.loads((run.directory / METRICS_FILE).read_text()) for run in cell.finished]
+        found = [p for p in payloads if POSITION_LOSS in p]
+        if not found:
+            continue
+        length = max(p[POSITION_LOSS]["length"] for p in found)
+        losses = [p[POSITION_LOSS]["loss"] for p in found if p[POSITION_LOSS]["length"] == length]
+        label = f"{cell.label(keys)} ({len(losses)} run{'s' if len(losses) != 1 else ''})"
+        curves[label] = [sum(v) / len(v) for v in zip(*losses, strict=True)]
+        train_length = found[0].get("train_length")
+    if not curves:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    draw_position_perplexity(axes, curves, train_length, bins)
+    figure.tight_layout()
+    path = out / "ppl_by_position.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

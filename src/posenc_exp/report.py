@@ -10,7 +10,9 @@ Reads every job directory of a sweep (the directories holding ``.hydra/overrides
 - Plots: each metric against each numeric swept key, one line per value of the other swept keys (e.g. per
   encoding); with no numeric key, a bar per cell; where runs were evaluated at several lengths
   (``metrics.json`` key ``eval``: ``{"<length>": {"acc": .., "loss": ..}}``), each of those metrics against
-  the evaluation length, one line per cell.
+  the evaluation length, one line per cell; for language models (``metrics.json`` key ``position_loss``),
+  the perplexity by position inside the longest evaluation window, one line per cell
+  (``ppl_by_position.png``, :func:`posenc_exp.perplexity.position_perplexity_plot`).
 - Runs without ``metrics.json`` are listed as failed (with the ``error.txt`` line ``posenc_exp.train``
   writes for a job that failed on bad input or a non-finite loss) or unfinished; they never stop the report.
 
@@ -298,9 +300,10 @@ class Report:
     plots: list[Path] = field(default_factory=list)
 
     def eval_metric(self) -> str | None:
-        """The per-length metric of the length table: accuracy where there is one, else the loss."""
+        """The per-length metric of the length table: accuracy where there is one, perplexity for language
+        models, else the loss."""
         names = {m.split("/")[2] for m in self.metrics if m.startswith("eval/")}
-        return next((n for n in ("acc", "seq_acc", "loss") if n in names), None)
+        return next((n for n in ("acc", "seq_acc", "ppl", "loss") if n in names), None)
 
     def eval_lengths(self) -> list[int]:
         return sorted({n for run in self.runs if run.finished for n in run.eval_lengths()})
@@ -489,6 +492,10 @@ def draw_plots(report: Report) -> list[Path]:
             ax.set(xlabel="evaluation length", ylabel=name, title=f"{name} vs evaluation length")
             ax.legend(fontsize="small")
         paths.append(_save(figure, out / "eval_vs_length.png"))
+    from posenc_exp.perplexity import position_perplexity_plot  # language modelling runs only
+
+    if (curve := position_perplexity_plot(finished_cells, report.keys, out)) is not None:
+        paths.append(curve)
     return paths
 
 
