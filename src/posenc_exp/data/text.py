@@ -61,7 +61,7 @@ def corpus_files(corpus: str | None) -> tuple[Path, list[Path]]:
 
     if corpus is None:
         root = stdlib_dir()
-        files = [p for p in root.rglob("*.py") if p.is_file() and not _under(p, root, _NOT_STDLIB)]
+        files = [p for p in _walk(root, _NOT_STDLIB) if p.suffix == ".py"]
     elif _GLOB_CHARS & set(corpus):
         pattern = os.path.expanduser(corpus)
         prefix = pattern[: min(pattern.index(c) for c in _GLOB_CHARS if c in pattern)]
@@ -73,7 +73,7 @@ def corpus_files(corpus: str | None) -> tuple[Path, list[Path]]:
             root, files = path.parent, [path]
         else:
             root = path
-            files = [p for p in path.rglob("*") if p.is_file() and not _under(p, root, ())] if path.is_dir() else []
+            files = _walk(path, ()) if path.is_dir() else []
     if not files:
         raise ConfigError(
             f"data.corpus={corpus} matches no file: expected a directory of text files or a file glob such as "
@@ -82,9 +82,14 @@ def corpus_files(corpus: str | None) -> tuple[Path, list[Path]]:
     return root, sorted(files)
 
 
-def _under(path: Path, root: Path, excluded: Sequence[str]) -> bool:
-    """Whether ``path`` lies under a hidden directory or one named in ``excluded`` (or is hidden itself)."""
-    return any(part.startswith(".") or part in excluded for part in path.relative_to(root).parts)
+def _walk(root: Path, excluded: Sequence[str]) -> list[Path]:
+    """The regular files under ``root``, hidden ones and those under hidden or ``excluded`` directories
+    skipped (without descending into them: the stdlib directory holds ``site-packages``)."""
+    files = []
+    for directory, subdirectories, names in os.walk(root):
+        subdirectories[:] = [d for d in subdirectories if not d.startswith(".") and d not in excluded]
+        files += [Path(directory, name) for name in names if not name.startswith(".")]
+    return [file for file in files if file.is_file()]
 
 
 def path_hash(relative: str) -> float:
