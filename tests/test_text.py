@@ -9,9 +9,8 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import read_events, read_metrics, run_cli, train_run
+from helpers import hparams_session, read_events, read_metrics, run_cli, train_run
 from hydra.utils import instantiate
-from test_cli import hparams_session
 
 from posenc_exp.config import ConfigError, compose_train, validate
 from posenc_exp.data.text import TextBytes, corpus_files, split_files
@@ -125,7 +124,7 @@ def test_a_tiny_corpus_trains_through_the_cli_with_lm_metrics(tmp_path: Path) ->
     declared, params = hparams_session(run_dir)
     assert "val/bpb@len=32" in declared
     assert params["corpus/sha256"] == metrics["corpus"]["sha256"]
-    report = run_cli(str(run_dir), module="posenc_exp.report")
+    report = run_cli(str(run_dir), module="posenc_exp.analysis.report")
     assert "ppl by evaluation length" in report.stdout
     assert (run_dir / "plots" / "ppl_by_position.png").stat().st_size > 10_000
 

@@ -12,10 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
-
-
-class ConfigError(ValueError):
-    """A config value or combination that cannot work. The message names the key and what is allowed."""
+from posenc_exp.errors import ConfigError
 
 
 def _is_number(value: Any) -> bool:
@@ -26,7 +23,6 @@ POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >
 
 # key -> (predicate, what is allowed). Keys absent from a config are skipped.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "data.context_size": POSITIVE_INT,
     "model.n_hidden": POSITIVE_INT,
     "data.batch_size": POSITIVE_INT,
     "data.chunk_steps": POSITIVE_INT,
@@ -58,9 +54,9 @@ def validate(cfg: DictConfig) -> None:
             ok = False
         if value is not None and not ok:
             raise ConfigError(f"{key}={value} is not allowed: expected {description}")
-    xlen, context = OmegaConf.select(cfg, "data.xlen"), OmegaConf.select(cfg, "data.context_size")
-    if xlen is not None and xlen <= context:
-        raise ConfigError(f"data.xlen={xlen} is not allowed: expected an integer > data.context_size={context}")
+    xlen, length = OmegaConf.select(cfg, "data.xlen"), OmegaConf.select(cfg, "data.length")
+    if xlen is not None and xlen <= length:
+        raise ConfigError(f"data.xlen={xlen} is not allowed: expected an integer > data.length={length}")
     check_combination(cfg)
     check_accelerator(cfg)
     if cfg.get("ckpt_path"):
@@ -84,7 +80,7 @@ def check_combination(cfg: DictConfig) -> None:
 
     The feed-forward model reads a fixed window of scalars through input-added encodings only; token tasks
     are trained with teacher forcing and need a causal model; heads must divide the width (and RoPE needs
-    an even head width); a trained position table must cover ``data.max_len``, and ``data.max_len`` the
+    an even head width); a trained position table must cover ``data.max_positions``, and ``data.max_positions`` the
     longest evaluation input; then the task's own checks (``check_config``).
     """
     from hydra.utils import get_class
@@ -134,18 +130,18 @@ def check_combination(cfg: DictConfig) -> None:
         and issubclass(encoding, AbsoluteTable)
         and not (issubclass(encoding, Sinusoidal) and not cfg.encoding.get("learnable", False))
     )
-    if trained_table and cfg.encoding.max_len < data.max_len:
+    if trained_table and cfg.encoding.max_positions < data.max_positions:
         raise ConfigError(
-            f"encoding.max_len={cfg.encoding.max_len} is shorter than data.max_len={data.max_len}, "
-            "the longest input evaluated: a trained table has no rows past its length; leave "
-            "encoding.max_len at ${data.max_len}"
+            f"encoding.max_positions={cfg.encoding.max_positions} is shorter than "
+            f"data.max_positions={data.max_positions}, the longest input evaluated: a trained table has no rows "
+            "past its length; leave encoding.max_positions at ${data.max_positions}"
         )
     if "eval_factors" in data and hasattr(task, "longest_input"):
         longest = task.longest_input(data.length, list(data.eval_factors))
-        if data.max_len < longest:
+        if data.max_positions < longest:
             raise ConfigError(
-                f"data.max_len={data.max_len} is shorter than the longest evaluation input ({longest} "
-                "positions, from data.length and data.eval_factors): leave data.max_len at its default"
+                f"data.max_positions={data.max_positions} is shorter than the longest evaluation input ({longest} "
+                "positions, from data.length and data.eval_factors): leave data.max_positions at its default"
             )
     if hasattr(task, "check_config"):
         task.check_config(data)
@@ -174,13 +170,34 @@ def check_checkpoint(path: str) -> None:
         raise ConfigError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict/epoch)")
 
 
+# Old spellings of renamed keys and options (one name per concept): refused with the new name.
+RENAMED = {
+    "data.context_size": "data.length",
+    "model.context_size": "model.length",
+    "data.max_len": "data.max_positions",
+    "encoding.max_len": "encoding.max_positions",
+    "experiment=seed": "experiment=toy",
+}
+
+
+def check_renamed(overrides: Sequence[str]) -> None:
+    """One line for an override that uses a renamed key (``data.context_size=8``) or option (``experiment=seed``)."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        old = key if key in RENAMED else f"{key}={value}"
+        if old in RENAMED:
+            new = RENAMED[old]
+            raise ConfigError(f"{old} was renamed to {new}: use {new if '=' in new else f'{new}={value}'}")
+
+
 _GROUP_CHOICE = re.compile(r"^[+~]?([\w/]+)=([\w,./-]+)$")
 
 
 def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
     """Reject ``group=option`` overrides naming an option that has no ``conf/group/option.yaml``.
 
-    Hydra would fail too, but with a screenful; this says it in one line. Only plain and comma-separated
+    Hydra would fail too, but with a screenful; this says it in one line. Files whose names start with ``_``
+    are bases that options share (``conf/data/_tokens.yaml``), not options. Only plain and comma-separated
     choices of groups under ``conf/`` are checked; Hydra's own groups and sweep functions are left to it.
     """
     for override in overrides:
@@ -188,7 +205,7 @@ def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR)
         if not match or match[1].startswith("hydra") or not (config_dir / match[1]).is_dir():
             continue
         group, options = match[1], match[2]
-        allowed = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        allowed = sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
         for option in options.split(","):
             if option != "null" and option not in allowed:
                 raise ConfigError(f"{group}={option} is not an option of '{group}': allowed {', '.join(allowed)}")

@@ -11,11 +11,8 @@ from torch import Tensor, nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_exact_match
 
 from posenc_exp.data.tokens import IGNORE
+from posenc_exp.errors import NonFiniteLossError
 from posenc_exp.perplexity import lm_metrics
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 class PosEncModule(L.LightningModule):

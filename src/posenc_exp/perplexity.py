@@ -13,21 +13,17 @@ token = one byte for :class:`posenc_exp.data.TextBytes`), over the windows of on
 The module logs ``val/{loss,bpb,ppl}@len=<n>`` per evaluation length and keeps the per-position loss of the
 longest one; :class:`posenc_exp.callbacks.PositionPerplexity` draws ``ppl(t)`` into TensorBoard,
 ``posenc_exp.train`` writes it into ``metrics.json`` (``position_loss``), and the sweep report draws it per
-cell (:func:`position_perplexity_plot`).
+cell (``ppl_by_position.png``, :func:`posenc_exp.analysis.report.position_perplexity_plot`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 from torch.nn import functional as F
-
-from posenc_exp.report import METRICS_FILE
 
 POSITION_LOSS = "position_loss"  # the metrics.json key: {"length": n, "loss": [l_1 .. l_n]}
 
@@ -64,31 +60,3 @@ def draw_position_perplexity(
     axes.set_yscale("log")
     axes.set(xlabel="position in the evaluation window (bytes)", ylabel="perplexity", title="perplexity by position")
     axes.legend(fontsize="small")
-
-
-def position_perplexity_plot(cells: Sequence[Any], keys: list[str], out: Path, bins: int = 32) -> Path | None:
-    """``<out>/ppl_by_position.png``: per report cell (:class:`posenc_exp.report.Cell`), ``ppl(t)`` with the
-    loss at each position averaged over the cell's finished runs (seeds) that wrote a ``position_loss`` of the
-    same length, then over ``bins`` runs of positions; ``None`` if no run wrote one."""
-    import matplotlib.pyplot as plt
-
-    curves, train_length = {}, None
-    for cell in cells:
-        payloads = [json.loads((run.directory / METRICS_FILE).read_text()) for run in cell.finished]
-        found = [p for p in payloads if POSITION_LOSS in p]
-        if not found:
-            continue
-        length = max(p[POSITION_LOSS]["length"] for p in found)
-        losses = [p[POSITION_LOSS]["loss"] for p in found if p[POSITION_LOSS]["length"] == length]
-        label = f"{cell.label(keys)} ({len(losses)} run{'s' if len(losses) != 1 else ''})"
-        curves[label] = [sum(v) / len(v) for v in zip(*losses, strict=True)]
-        train_length = found[0].get("train_length")
-    if not curves:
-        return None
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    draw_position_perplexity(axes, curves, train_length, bins)
-    figure.tight_layout()
-    path = out / "ppl_by_position.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from posenc_exp.data.lengths import WindowTask
+from posenc_exp.errors import ConfigError
 
 
 def is_stationary(coefficients: Sequence[float]) -> bool:
@@ -36,8 +37,6 @@ class AutoregressiveWindows(WindowTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
-
         super().check_config(data)
         coefficients = list(data.coefficients)
         if not coefficients or not is_stationary(coefficients):

@@ -85,7 +85,7 @@ class SyntheticDataModule(L.LightningDataModule):
     """A generated, seeded, in-memory task.
 
     Subclasses implement :meth:`generate`, returning ``{"train": (x, y), "val": (x, y), ...}``. The data
-    seed is the module's own, separate from the initialisation seed. ``max_len`` is the longest sequence
+    seed is the module's own, separate from the initialisation seed. ``max_positions`` is the longest sequence
     the model will be fed, training or evaluation; encodings with a table size it by this. Validation
     loaders yield one whole split as a single batch (with a chunk dimension of one); tasks evaluated at
     several lengths (``posenc_exp.data.lengths``) have one validation loader per length.
@@ -98,16 +98,16 @@ class SyntheticDataModule(L.LightningDataModule):
     @property
     def train_length(self) -> int:
         """The training length, in the task's own unit (window values, or items for token tasks)."""
-        return self.max_len
+        return self.max_positions
 
     @property
     def eval_lengths(self) -> list[int]:
         """The lengths validated, one validation dataloader each, in order (here: the training length)."""
         return [self.train_length]
 
-    def __init__(self, batch_size: int, chunk_steps: int, seed: int, max_len: int) -> None:
+    def __init__(self, batch_size: int, chunk_steps: int, seed: int, max_positions: int) -> None:
         super().__init__()
-        self.max_len = max_len
+        self.max_positions = max_positions
         self.batch_size = batch_size
         self.chunk_steps = chunk_steps
         self.seed = seed

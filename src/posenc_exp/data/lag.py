@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from posenc_exp.data.lengths import WindowTask
+from posenc_exp.errors import ConfigError
 
 
 class LagWindows(WindowTask):
@@ -25,8 +26,6 @@ class LagWindows(WindowTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
-
         super().check_config(data)
         if not 1 <= data.lag <= data.length:
             raise ConfigError(f"data.lag={data.lag} is not allowed: expected 1 <= lag <= data.length={data.length}")

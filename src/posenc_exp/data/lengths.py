@@ -32,7 +32,7 @@ class LengthGeneralizationTask(SyntheticDataModule):
     """
 
     def __init__(self, length: int, eval_factors: Sequence[float], n_train: int, n_val: int, **common: Any) -> None:
-        """``common``: the :class:`SyntheticDataModule` arguments (batch_size, chunk_steps, seed, max_len)."""
+        """``common``: the :class:`SyntheticDataModule` arguments (batch_size, chunk_steps, seed, max_positions)."""
         super().__init__(**common)
         self.length = length
         self.eval_factors = list(eval_factors)
@@ -45,7 +45,7 @@ class LengthGeneralizationTask(SyntheticDataModule):
 
     @classmethod
     def longest_input(cls, length: int, factors: Sequence[float]) -> int:
-        """The longest input over the evaluation lengths: what ``data.max_len`` defaults to."""
+        """The longest input over the evaluation lengths: what ``data.max_positions`` defaults to."""
         return cls.input_length(max(eval_lengths(length, factors)))
 
     @classmethod
@@ -81,17 +81,4 @@ class LengthGeneralizationTask(SyntheticDataModule):
 
 class WindowTask(LengthGeneralizationTask):
     """A task on windows of scalars, ``x`` ``(count, n)`` float and ``y`` ``(count,)``: what both the
-    feed-forward and the attention model read. ``context_size`` is the feed-forward model's name for the
-    training window length; the config sets it to ``length`` and it must stay equal to it."""
-
-    def __init__(self, *, context_size: int | None = None, **task: Any) -> None:
-        super().__init__(**task)
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
-
-        if data.get("context_size", data.length) != data.length:
-            raise ConfigError(
-                f"data.context_size={data.context_size} must equal data.length={data.length}: set data.length instead"
-            )
+    feed-forward and the attention model read."""

@@ -20,17 +20,17 @@ class RandomWindows(SyntheticDataModule):
     loss of that predictor, ``mean(y_val^2)``, scatters around 1, and a lucky model can land below it.
     """
 
-    def __init__(self, context_size: int, xlen: int, val_fraction: float, **common: Any) -> None:
-        """``common``: the :class:`SyntheticDataModule` arguments (batch_size, chunk_steps, seed, max_len)."""
+    def __init__(self, length: int, xlen: int, val_fraction: float, **common: Any) -> None:
+        """``common``: the :class:`SyntheticDataModule` arguments (batch_size, chunk_steps, seed, max_positions)."""
         super().__init__(**common)
-        self.context_size = context_size
+        self.length = length
         self.xlen = xlen
         self.val_fraction = val_fraction
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         series = torch.randn(self.xlen, generator=generator)
-        windows = series.unfold(0, self.context_size, 1)[:-1]
-        targets = series[self.context_size :]
+        windows = series.unfold(0, self.length, 1)[:-1]
+        targets = series[self.length :]
         order = torch.randperm(len(targets), generator=generator)
         n_val = round(self.val_fraction * len(targets))
         val, train = order[:n_val], order[n_val:]

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from posenc_exp.data.lengths import LengthGeneralizationTask
+from posenc_exp.errors import ConfigError
 
 VOCAB_SIZE = 256  # bytes
 _GLOB_CHARS = set("*?[")
@@ -57,8 +58,6 @@ def corpus_files(corpus: str | None) -> tuple[Path, list[Path]]:
     directory before the first glob character; otherwise it is a directory (every file under it, hidden
     ones excepted) or one file. Raises ``ConfigError`` naming ``data.corpus`` if nothing matches.
     """
-    from posenc_exp.config import ConfigError
-
     if corpus is None:
         root = stdlib_dir()
         files = [p for p in _walk(root, _NOT_STDLIB) if p.suffix == ".py"]
@@ -151,8 +150,6 @@ class TextBytes(LengthGeneralizationTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
-
         if data.vocab_size != VOCAB_SIZE:
             raise ConfigError(f"data.vocab_size={data.vocab_size} is not allowed: bytes need exactly {VOCAB_SIZE}")
         for key in ("max_bytes", "val_bytes"):
@@ -165,8 +162,6 @@ class TextBytes(LengthGeneralizationTask):
         return {"corpus": self.fingerprint}
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
-        from posenc_exp.config import ConfigError
-
         root, files = corpus_files(self.corpus)
         split = split_files(root, files, self.val_fraction)
         name = f"data.corpus={self.corpus}"

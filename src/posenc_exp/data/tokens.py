@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from posenc_exp.data.lengths import LengthGeneralizationTask, eval_lengths
+from posenc_exp.errors import ConfigError
 
 PAD, SEP, FIRST_SYMBOL = 0, 1, 2
 IGNORE = -100
@@ -59,8 +60,6 @@ class TokenTask(LengthGeneralizationTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
-
         if data.vocab_size < FIRST_SYMBOL + 2:
             raise ConfigError(
                 f"data.vocab_size={data.vocab_size} is not allowed: expected >= {FIRST_SYMBOL + 2} (PAD, SEP and "
@@ -142,8 +141,6 @@ class AssociativeRecall(TokenTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
-
         super().check_config(data)
         n_keys, longest = (data.vocab_size - FIRST_SYMBOL) // 2, max(eval_lengths(data.length, data.eval_factors))
         if longest > n_keys:

@@ -18,28 +18,28 @@ class FeedForward(nn.Module):
     without an encoding. Only input-acting encodings of width 1 fit this model.
     """
 
-    def __init__(self, context_size: int, n_hidden: int, encoding: PositionalEncoding) -> None:
+    def __init__(self, length: int, n_hidden: int, encoding: PositionalEncoding) -> None:
         super().__init__()
         if encoding.acts_on != "input":
             raise ValueError(
                 f"model=feedforward takes only input-added encodings (learned, sinusoidal, none); "
                 f"got one that acts on '{encoding.acts_on}'"
             )
-        self.context_size = context_size
+        self.length = length
         self.encoding = encoding
-        self.hidden = nn.Linear(context_size, n_hidden)
+        self.hidden = nn.Linear(length, n_hidden)
         self.out = nn.Linear(n_hidden, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``(batch, context_size)`` -> ``(batch,)``."""
+        """``x``: ``(batch, length)`` -> ``(batch,)``."""
         x = self.encoding(x.unsqueeze(-1)).squeeze(-1)
         return torch.tanh(self.out(torch.relu(self.hidden(x)))).squeeze(-1)
 
     @torch.no_grad()
     def fold_encoding(self) -> FeedForward:
         """An equivalent network with no encoding and first bias ``b1' = b1 + W1 p``."""
-        zeros = self.hidden.weight.new_zeros(1, self.context_size, 1)
-        position = self.encoding(zeros).reshape(self.context_size)
+        zeros = self.hidden.weight.new_zeros(1, self.length, 1)
+        position = self.encoding(zeros).reshape(self.length)
         folded = copy.deepcopy(self)
         folded.encoding = NoPE()
         folded.hidden.bias += self.hidden.weight @ position
