@@ -92,7 +92,12 @@ def test_the_fingerprint_changes_when_the_corpus_does(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
-    [(["data=text", "model=attention"], "model.causal"), ([*LM, "data.vocab_size=100"], "data.vocab_size")],
+    [
+        (["data=text", "model=attention"], "model.causal"),
+        ([*LM, "data.vocab_size=100"], "data.vocab_size"),
+        ([*LM, "data.max_bytes=0"], "data.max_bytes"),
+        ([*LM, "data.val_fraction=1.0"], "data.val_fraction"),
+    ],
 )
 def test_text_needs_a_causal_byte_model(overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as error:
@@ -134,6 +139,7 @@ def test_a_tiny_corpus_trains_through_the_cli_with_lm_metrics(tmp_path: Path) ->
     ("corpus", "expected"),
     [
         ("missing_dir", "matches no file"),
+        ("", "matches no file"),  # not the working directory
         ("corpus/*.txt", "matches no file"),
         ("corpus/module_00.py", "falls in the"),  # one file cannot be split by file
         ("tiny", "fewer than one window"),
@@ -144,9 +150,10 @@ def test_a_corpus_that_cannot_serve_is_one_line_naming_the_key(tmp_path: Path, c
     write_corpus(tmp_path / "tiny", lines=0)  # 24 files of 18 bytes: no window of 256 + 1 bytes in either split
     run_dir = tmp_path / "run"
     length = ["data.length=256"] if corpus == "tiny" else []
-    result = train_run(run_dir, *TINY, f"data.corpus={tmp_path / corpus}", *length, check=False)
+    value = str(tmp_path / corpus) if corpus else ""
+    result = train_run(run_dir, *TINY, f"data.corpus={value}", *length, check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: data.corpus={tmp_path / corpus}"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: data.corpus={value}"), result.stderr
     assert expected in lines[0]
     assert not (run_dir / "metrics.json").exists()

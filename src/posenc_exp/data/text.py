@@ -58,9 +58,12 @@ def corpus_files(corpus: str | None) -> tuple[Path, list[Path]]:
     directory before the first glob character; otherwise it is a directory (every file under it, hidden
     ones excepted) or one file. Raises ``ConfigError`` naming ``data.corpus`` if nothing matches.
     """
+    corpus = None if corpus is None else str(corpus)
     if corpus is None:
         root = stdlib_dir()
         files = [p for p in _walk(root, _NOT_STDLIB) if p.suffix == ".py"]
+    elif not corpus.strip():  # Path("") would be the working directory
+        root, files = Path(), []
     elif _GLOB_CHARS & set(corpus):
         pattern = os.path.expanduser(corpus)
         prefix = pattern[: min(pattern.index(c) for c in _GLOB_CHARS if c in pattern)]
