@@ -52,17 +52,15 @@ def read_events(run_dir: Path):
     return accumulator
 
 
-def hparams_session(run_dir: Path) -> tuple[list[str], dict[str, object]]:
-    """The metric tags the run's HParams experiment declares, and its session's hyperparameters."""
-    content = read_events(run_dir).PluginTagToContent("hparams")
+def hparams_session(run_dir: Path) -> dict[str, object]:
+    """The hyperparameters of the run's HParams session (its start info)."""
     from tensorboard.plugins.hparams import plugin_data_pb2
 
+    content = read_events(run_dir).PluginTagToContent("hparams")
     data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in content.items()}
-    experiment = next(d.experiment for d in data.values() if d.HasField("experiment"))
+    assert not any(d.HasField("experiment") for d in data.values()), "TensorBoard builds the experiment from all runs"
     start = next(d.session_start_info for d in data.values() if d.HasField("session_start_info"))
-    metrics = [info.name.tag for info in experiment.metric_infos]
-    params = {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
-    return metrics, params
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
 
 
 # A small real sweep: encoding x width x seed, where width 0 is a bad value only some jobs have (4 of 12 jobs

@@ -107,7 +107,7 @@ def test_guide_encoding_and_diagnostic_train_on_a_builtin_model_and_task(
     assert all(math.isfinite(values["loss"]) for values in metrics["eval"].values())
 
     events = read_events(run)
-    assert "encoding/bias" in events.Tags()["images"]  # BiasEncoding's image, for free
+    assert "view/encoding/bias" in events.Tags()["images"]  # BiasEncoding's image, for free
     assert events.Scalars("encoding/distance_from_init")[-1].value > 0
     longest = 2 * 8 - 1  # copy at length 8: 16 tokens, distances up to 15
     for layer in (1, 2):  # conf/model/attention.yaml: depth 2

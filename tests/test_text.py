@@ -124,11 +124,12 @@ def test_a_tiny_corpus_trains_through_the_cli_with_lm_metrics(tmp_path: Path) ->
     assert mean == pytest.approx(metrics["eval"]["32"]["loss"], rel=1e-4)  # equal windows: the mean of the curve
     events = read_events(run_dir)
     assert {"val/bpb@len=32", "val/ppl@len=16", "val/loss"} <= set(events.Tags()["scalars"])
-    assert "val/ppl_by_position" in events.Tags()["images"]
-    assert len(events.Images("val/ppl_by_position")) == 2  # one per epoch, sanity check excluded
-    declared, params = hparams_session(run_dir)
-    assert "val/bpb@len=32" in declared
-    assert params["corpus/sha256"] == metrics["corpus"]["sha256"]
+    assert "view/ppl_by_position" in events.Tags()["images"]
+    assert len(events.Images("view/ppl_by_position")) == 2  # one per epoch, sanity check excluded
+    params = hparams_session(run_dir)
+    assert (
+        params["corpus/sha256"] == metrics["corpus"]["sha256"] and params["corpus/python"] == platform.python_version()
+    )
     report = run_cli(str(run_dir), module="posenc_exp.analysis.report")
     assert "ppl by evaluation length" in report.stdout
     assert (run_dir / "plots" / "ppl_by_position.png").stat().st_size > 10_000

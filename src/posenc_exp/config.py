@@ -41,6 +41,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: len(v) > 0 and all(_is_number(f) and f > 0 for f in v),
         "a non-empty list of factors > 0",
     ),
+    "callbacks.attention_patterns.n_examples": POSITIVE_INT,
+    "callbacks.attention_patterns.head_pixels": (lambda v: isinstance(v, int) and v >= 16, "an integer >= 16"),
+    "callbacks.encoding_snapshot.history_pixels": (
+        lambda v: len(v) == 2 and all(isinstance(p, int) and p >= 16 for p in v),
+        "[height, width], two integers >= 16",
+    ),
 }
 
 

@@ -23,13 +23,13 @@ from torch import Tensor
 from posenc_exp import CONFIG_DIR
 from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.config import check_group_choices, check_overrides, check_renamed, validate
-from posenc_exp.console import print_summary
+from posenc_exp.console import print_run_location, print_summary, quiet_third_party
 from posenc_exp.data import SyntheticDataModule
 from posenc_exp.errors import USER_ERRORS, ConfigError
-from posenc_exp.hparams import hparams_of, log_hparams
+from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
 from posenc_exp.module import PosEncModule
 from posenc_exp.perplexity import POSITION_LOSS
-from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, write_json
+from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, flatten, write_json
 from posenc_exp.sweep import (
     check_distributed_sweep,
     check_sweeper_plugins,
@@ -92,7 +92,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
-        log_hparams(writer, {**hparams_of(cfg), **datamodule.provenance()}, ["train/loss", *module.validation_tags()])
+        log_hparams(writer, {**hparams_of(cfg), **flatten(datamodule.provenance())})  # + a text corpus's fingerprint
+        log_scalar_layout(writer, module)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -120,6 +121,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)
+        print_run_location(Path(cfg.paths.output_dir))
     return metrics
 
 
@@ -130,6 +132,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     In a sweep (``-m``): a job whose directory has ``metrics.json`` is skipped (its stored loss returned)
     unless ``force=true``, so rerunning a sweep command resumes it; a failed job writes ``error.txt``.
     """
+    quiet_third_party()  # again here: a sweep job may run in a fresh process (joblib, submitit)
     multirun = is_multirun()
     try:
         if multirun:
@@ -151,6 +154,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    quiet_third_party()
     try:
         check_renamed(sys.argv[1:])
         check_group_choices(sys.argv[1:])
