@@ -118,7 +118,7 @@ def check_combination(cfg: DictConfig) -> None:
                 f"at data.eval_factors={list(data.eval_factors)}: set data.eval_factors=[1.0] or use "
                 "model=attention"
             )
-    if task.task == "tokens" and not cfg.model.get("causal", False):
+    if task.task in ("tokens", "lm") and not cfg.model.get("causal", False):
         raise ConfigError(
             f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
         )

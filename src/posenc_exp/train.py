@@ -29,6 +29,7 @@ from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
 from posenc_exp.loggers import ReplicaLogger, replica_writers, tensorboard_writer
 from posenc_exp.module import PosEncModule
+from posenc_exp.perplexity import POSITION_LOSS
 from posenc_exp.replicas import (
     data_seeds,
     replica_config,
@@ -37,7 +38,7 @@ from posenc_exp.replicas import (
     summary,
     write_replica_dir,
 )
-from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, REPLICA_DIR, write_json
+from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, REPLICA_DIR, flatten, write_json
 from posenc_exp.sweep import (
     check_distributed_sweep,
     check_sweeper_plugins,
@@ -98,54 +99,19 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, build, fit; write ``metrics.json`` into the run directory and return the metrics."""
+    """Validate, build, fit; write ``metrics.json`` into the run directory (and each replica's) and return the
+    run's metrics."""
     validate(cfg)
     check_distributed_sweep(cfg)
     torch.set_num_threads(thread_budget(cfg))
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
     if trainer.is_global_zero:
-        if module.replicas > 1 and (writer := tensorboard_writer(trainer)) is not None:
-            log_hparams(writer, hparams_of(cfg))  # the run's own events: the means over the replicas
-            log_scalar_layout(writer, module)
-        for replica, writer in replica_writers(trainer):
-            log_hparams(writer, hparams_of(replica_config(cfg, replica)))
-            log_scalar_layout(writer, module)
+        log_run_hparams(cfg, datamodule, module, trainer)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
-    logged = {k: v.item() for k, v in trainer.callback_metrics.items()}
-    checkpoint = trainer.checkpoint_callback
-    common: dict[str, Any] = {
-        "val_loss_floor": module.loss_floor,
-        "train_length": module.train_length,
-        "epochs": trainer.current_epoch,
-        "optimizer_steps": trainer.global_step,
-        "wall_time_s": round(time.perf_counter() - started, 3),
-        "threads": torch.get_num_threads(),
-    }
-    final = module.net.encoding.snapshot()
-    replicas = [
-        {
-            "seed": cfg.seed + k,
-            **run_metrics(values, module, common),
-            "dropped": not module.alive[k].item(),
-            "overrides": replica_overrides(job_overrides(), cfg.seed + k) if module.replicas > 1 else job_overrides(),
-            "encoding_initial": encoding_as_list(module.encoding_initial, k),
-            "encoding_final": encoding_as_list(final, k),
-        }
-        for k, values in enumerate(
-            [logged] if module.replicas == 1 else [replica_logged(logged, k) for k in range(module.replicas)]
-        )
-    ]
-    best = checkpoint.best_model_score.item() if checkpoint and checkpoint.best_model_score else None
-    if module.replicas == 1:
-        metrics = {**replicas[0], "best_val_loss": best}
-        del metrics["seed"], metrics["dropped"]
-    else:
-        runs = [{"replica": k, "dir": REPLICA_DIR.format(k), **r} for k, r in enumerate(replicas)]
-        metrics = {**run_metrics(logged, module, common), "best_val_loss": best, "overrides": job_overrides()}
-        metrics.update(summary(replicas), replicas=[{k: r[k] for k in REPLICA_SUMMARY_KEYS if k in r} for r in runs])
+    metrics, replicas = collect_metrics(cfg, datamodule, module, trainer, time.perf_counter() - started)
     if trainer.is_global_zero:
         output_dir = Path(cfg.paths.output_dir)
         if module.replicas > 1:
@@ -153,8 +119,64 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 write_replica_dir(output_dir, k, replica_metrics)
         write_json(output_dir / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)
-        print_run_location(Path(cfg.paths.output_dir))
+        print_run_location(output_dir)
     return metrics
+
+
+def log_run_hparams(cfg: DictConfig, datamodule: Any, module: PosEncModule, trainer: L.Trainer) -> None:
+    """The HParams session and Custom Scalars layout of each replica's run (and, with several replicas, of the
+    run's own events, which hold their means), with the data's provenance (e.g. a text corpus's fingerprint)."""
+    provenance = flatten(datamodule.provenance())
+    if module.replicas > 1 and (writer := tensorboard_writer(trainer)) is not None:
+        log_hparams(writer, {**hparams_of(cfg), **provenance})
+        log_scalar_layout(writer, module)
+    for replica, writer in replica_writers(trainer):
+        log_hparams(writer, {**hparams_of(replica_config(cfg, replica)), **provenance})
+        log_scalar_layout(writer, module)
+
+
+def collect_metrics(
+    cfg: DictConfig, datamodule: Any, module: PosEncModule, trainer: L.Trainer, seconds: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(the run's metrics.json, each replica's)``; for one replica both are the same run's."""
+    logged = {k: v.item() for k, v in trainer.callback_metrics.items()}
+    common: dict[str, Any] = {
+        "val_loss_floor": module.loss_floor,
+        "train_length": module.train_length,
+        "epochs": trainer.current_epoch,
+        "optimizer_steps": trainer.global_step,
+        "wall_time_s": round(seconds, 3),
+        "threads": torch.get_num_threads(),
+        **datamodule.provenance(),  # e.g. the text corpus's fingerprint
+    }
+    final = module.net.encoding.snapshot()
+    several = module.replicas > 1
+    replicas = []
+    for k in range(module.replicas):
+        replica_metrics = {
+            "seed": cfg.seed + k,
+            **run_metrics(replica_logged(logged, k) if several else logged, module, common),
+            "dropped": not module.alive[k].item(),
+            "overrides": replica_overrides(job_overrides(), cfg.seed + k) if several else job_overrides(),
+            "encoding_initial": encoding_as_list(module.encoding_initial, k),
+            "encoding_final": encoding_as_list(final, k),
+        }
+        if module.position_loss is not None:  # language modelling: the curve of posenc_exp.perplexity
+            replica_metrics[POSITION_LOSS] = {
+                "length": module.eval_lengths[-1],
+                "loss": module.position_loss[k].tolist(),
+            }
+        replicas.append(replica_metrics)
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_score.item() if checkpoint and checkpoint.best_model_score else None
+    if not several:
+        metrics = {**replicas[0], "best_val_loss": best}
+        del metrics["seed"], metrics["dropped"]
+        return metrics, replicas
+    runs = [{"replica": k, "dir": REPLICA_DIR.format(k), **r} for k, r in enumerate(replicas)]
+    metrics = {**run_metrics(logged, module, common), "best_val_loss": best, "overrides": job_overrides()}
+    metrics.update(summary(replicas), replicas=[{k: r[k] for k in REPLICA_SUMMARY_KEYS if k in r} for r in runs])
+    return metrics, replicas
 
 
 # What the run's metrics.json lists of each replica (the rest is in replica_<k>/metrics.json).
