@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             with busy(args.busy if condition == "busy" else 0):
                 for run, overrides in RUNS.items():
                     for policy, extra in policies.items():
-                        directory = Path(tmp) / f"{condition}_{run}_{policy}"
+                        directory = Path(tmp) / f"{condition}_{run}_{policy.replace('=', '')}"
                         value = train_seconds(directory, [*overrides, *extra])
                         seconds.setdefault(condition, {}).setdefault(run, {})[policy] = value
                         print(f"{condition:>5} {run:>9} {policy:>10}: {value:8.2f} s", flush=True)
