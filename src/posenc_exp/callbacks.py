@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from posenc_exp.encodings import PositionalEncoding
@@ -79,3 +83,39 @@ class EncodingSnapshot(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict["history"])
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that keeps its tracking when a run resumes into another directory.
+
+    Lightning restores only ``best_model_path`` when the checkpoint's ``dirpath`` differs from this run's, so a
+    resumed run forgot the best score (``best_val_loss``) and took its first epoch for the best. Here the
+    tracked files are carried over: a monitored callback's best checkpoints are copied into this run's
+    ``dirpath`` (rank 0; the old run's files are never touched) and its scores restored, so a later epoch
+    replaces the best only when it is better; the paths of an unmonitored one (``last.ckpt``) point into
+    this run's ``dirpath``, where its next save writes.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and Path(old) != Path(self.dirpath):
+            state_dict = self._moved(state_dict, Path(old))
+        super().load_state_dict(state_dict)
+
+    def _moved(self, state: dict[str, Any], old: Path) -> dict[str, Any]:
+        new_dir = Path(self.dirpath)
+
+        def move(path: str) -> str:
+            if not path or Path(path).parent != old:
+                return path
+            target = new_dir / Path(path).name
+            if self.monitor and Path(path).is_file() and not target.exists() and rank_zero_only.rank == 0:
+                new_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+            return str(target)
+
+        moved = {**state, "dirpath": str(new_dir)}
+        moved["best_k_models"] = {move(p): score for p, score in state.get("best_k_models", {}).items()}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            moved[key] = move(state.get(key, ""))
+        return moved

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
@@ -153,6 +155,8 @@ def check_combination(cfg: DictConfig) -> None:
 
 def check_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer (``trainer.accelerator=gpu``/``cuda``, e.g. ``trainer=ddp``) needs a visible CUDA device."""
+    import torch
+
     accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="cpu")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
@@ -163,6 +167,8 @@ def check_accelerator(cfg: DictConfig) -> None:
 
 def check_checkpoint(path: str) -> None:
     """A Lightning checkpoint that exists and loads with ``weights_only=True``."""
+    import torch
+
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"ckpt_path={path} does not exist: expected a checkpoint file such as last.ckpt")
@@ -203,29 +209,91 @@ def compose_train(overrides: Sequence[str] = (), return_hydra_config: bool = Fal
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
-def check_overrides(overrides: Sequence[str]) -> None:
-    """Compose the config with the command line's overrides, and turn a failure into one line.
+# Hydra's flags that ask for something other than a run (help, the config, shell completion): left to Hydra.
+INSPECTION_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
+    """Hydra override strings with comma lists or ``range(...)`` -> every combination, in order."""
+    return [list(combination) for combination in itertools.product(*_sweep_values(overrides))]
+
+
+def _sweep_values(overrides: Sequence[str]) -> list[list[str]]:
+    """Each override as the list of plain overrides its sweep stands for (itself when it is no sweep; none
+    for a search space such as Optuna's ``interval(...)``, which only the sweeper can draw from)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_sweep_override():
+            values.append([override.input_line])
+        elif override.is_discrete_sweep():
+            values.append([f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()])
+        else:
+            values.append([])
+    return values
+
+
+def one_at_a_time(overrides: Sequence[str]) -> list[list[str]]:
+    """The plain override lists that together try every value of every sweep once: the first values of all,
+    then each further value with the others at their first. ``a=1,2 b=3,4`` -> ``[a=1 b=3], [a=2 b=3],
+    [a=1 b=4]``: as many compositions as values, not the product."""
+    values = [v for v in _sweep_values(overrides) if v]
+    first = [v[0] for v in values]
+    variants = [first]
+    for i, choices in enumerate(values):
+        variants += [[*first[:i], choice, *first[i + 1 :]] for choice in choices[1:]]
+    return variants
+
+
+def check_overrides(args: Sequence[str]) -> DictConfig | None:
+    """Compose the config with the command line's overrides (with ``-m``, every value of every sweep once),
+    turn a failure into one line, and return the composed config with its ``hydra`` node (of the first
+    combination), or ``None`` when a flag asks Hydra for something other than a run (``--help``, ``--cfg``).
 
     Catches what Hydra reports in several lines: a key that does not exist (``model.n_hiden=8``), a value
-    of the wrong type, a malformed override. Only plain single runs are checked here: with ``-m`` or other
-    flags the arguments are Hydra's to parse (sweeps such as ``a=1,2`` are not composable as one config).
+    of the wrong type, a malformed override or sweep.
     """
-    if any(arg.startswith("-") for arg in overrides):
-        return
+    flags = [arg for arg in args if arg.startswith("-")]
+    if any(flag not in MULTIRUN_FLAGS for flag in flags):
+        return None
+    overrides = [arg for arg in args if not arg.startswith("-")]
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        compose_train(overrides)
-    except (HydraException, OmegaConfBaseException) as error:
-        # The override to name: the one whose removal lets the rest compose.
-        others = lambda o: [x for x in overrides if x != o]  # noqa: E731
-        culprit = next((o for o in overrides if not _compose_error(others(o))), None)
-        lines = [f"{culprit}:" if culprit else "", str(error).splitlines()[0]]
-        if error.__cause__ is not None:
-            lines.append(str(error.__cause__).splitlines()[0])
-        hint = "; add a new key with +key=value, list the keys with --cfg job"
-        raise ConfigError(" ".join(lines).strip() + (hint if "not in struct" in lines[-1] else "")) from None
+        variants = one_at_a_time(overrides) if flags else [overrides]
+    except HydraException as error:
+        raise ConfigError(str(error).splitlines()[0]) from None
+    composed = None
+    for variant in variants:
+        try:
+            cfg = compose_train(variant, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException) as error:
+            # The override to name: the one whose removal lets the rest compose.
+            culprit = next((o for o in variant if not _compose_error([x for x in variant if x != o])), None)
+            lines = [f"{culprit}:" if culprit else "", str(error).splitlines()[0]]
+            if error.__cause__ is not None:
+                lines.append(str(error.__cause__).splitlines()[0])
+            hint = "; add a new key with +key=value, list the keys with --cfg job"
+            raise ConfigError(" ".join(lines).strip() + (hint if "not in struct" in lines[-1] else "")) from None
+        composed = composed or cfg
+    return composed
+
+
+def check_output_dir(cfg: DictConfig, multirun: bool) -> None:
+    """The run directory (``hydra.run.dir``; with ``-m``, ``hydra.sweep.dir``) can be made and written to:
+    checked before Hydra makes it, since Hydra reports a failure there as a traceback."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    directory = Path(str(OmegaConf.select(cfg, key)))
+    existing = next((p for p in (directory, *directory.parents) if os.path.lexists(p)), Path("."))
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={directory} is not allowed: {existing} is a file, not a directory")
+    try:  # the real test (os.access says yes to root, also where nothing can be made, such as /proc)
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as error:
+        raise ConfigError(f"{key}={directory} is not allowed: {existing} is not writable ({error.strerror})") from None
 
 
 def _compose_error(overrides: Sequence[str]) -> bool:

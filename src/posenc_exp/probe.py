@@ -34,7 +34,6 @@ without MLP) and, as the last line, a JSON object ``{"rows": [...]}``.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import sys
@@ -49,23 +48,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from posenc_exp import CONFIG_DIR
-from posenc_exp.config import ConfigError, check_group_choices, validate
+from posenc_exp.config import ConfigError, check_group_choices, expand_sweeps, validate
 from posenc_exp.models import AttentionStack
 
 SWITCHES = ("depth", "softmax", "residual", "mlp", "position_only")
-
-
-def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
-    """Hydra override strings with comma lists or ``range(...)`` -> every combination, in order."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    choices = [
-        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
-        if o.is_sweep_override()
-        else [o.input_line]
-        for o in OverridesParser.create().parse_overrides(list(overrides))
-    ]
-    return [list(combination) for combination in itertools.product(*choices)]
 
 
 def compose_probe(overrides: Sequence[str]) -> DictConfig:

@@ -11,6 +11,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.callbacks import tensorboard_writer
-from posenc_exp.config import ConfigError, check_group_choices, check_overrides, validate
+from posenc_exp.config import ConfigError, check_group_choices, check_output_dir, check_overrides, validate
 from posenc_exp.data import SyntheticDataModule
 from posenc_exp.encodings import LengthError
 from posenc_exp.module import NonFiniteLossError, PosEncModule
@@ -33,6 +35,13 @@ from posenc_exp.report import FAILURE_FILE, METRICS_FILE, parse_overrides, write
 
 # Errors that are the user's input, reported as one line rather than a traceback.
 USER_ERRORS = (ConfigError, NonFiniteLossError, LengthError)
+# The run's record of its config, as Hydra names it. Written by write_record, not by Hydra (conf/hydra/default.yaml
+# sets hydra.output_subdir: null), so that a run that fails while it is checked and built leaves nothing behind.
+RECORD_DIR = ".hydra"
+
+
+class ForeignJobError(ConfigError):
+    """A sweep job directory that holds another command's job: refused, and nothing written into it."""
 
 
 def thread_budget(cfg: DictConfig) -> int | None:
@@ -154,20 +163,57 @@ def check_distributed_sweep(cfg: DictConfig) -> None:
     )
 
 
+def check_job_directory(cfg: DictConfig) -> None:
+    """In a sweep, refuse a job directory that holds another command's job: its ``.hydra/overrides.yaml`` (or
+    ``metrics.json``) lists other overrides, i.e. a different sweep in the same ``hydra.sweep.dir``. Checked
+    before anything in it is written, so the other job's record stays as it was; ``force=true`` overwrites."""
+    output_dir = Path(cfg.paths.output_dir)
+    recorded, metrics = output_dir / RECORD_DIR / "overrides.yaml", output_dir / METRICS_FILE
+    if cfg.get("force"):
+        return
+    if recorded.is_file():
+        previous = [str(o) for o in OmegaConf.load(recorded) or []]
+    elif metrics.is_file():
+        previous = json.loads(metrics.read_text()).get("overrides")
+    else:
+        return
+    if previous is not None and parse_overrides(previous) != parse_overrides(job_overrides()):
+        raise ForeignJobError(
+            f"{output_dir} holds a job of other overrides ({' '.join(previous)}): resume with the same sweep "
+            "command, choose another hydra.sweep.dir, or force=true to overwrite"
+        )
+
+
 def finished_metrics(cfg: DictConfig) -> dict[str, Any] | None:
     """In a sweep, this job's results from an earlier run of the same command: ``metrics.json`` already in
-    its directory. ``None`` with ``force=true`` or without the file. A file from other overrides means a
-    different sweep in the same ``hydra.sweep.dir``: a :class:`ConfigError`, never a silent overwrite."""
+    its directory (:func:`check_job_directory` has made sure it is this job's). ``None`` with ``force=true``
+    or without the file."""
     path = Path(cfg.paths.output_dir) / METRICS_FILE
     if cfg.get("force") or not path.is_file():
         return None
-    metrics = json.loads(path.read_text())
-    if "overrides" in metrics and parse_overrides(metrics["overrides"]) != parse_overrides(job_overrides()):
-        raise ConfigError(
-            f"{path} holds the results of other overrides ({' '.join(metrics['overrides'])}): resume with the "
-            "same sweep command, choose another hydra.sweep.dir, or force=true to overwrite"
-        )
-    return metrics
+    return json.loads(path.read_text())
+
+
+def write_record(cfg: DictConfig) -> None:
+    """``.hydra/``: ``config.yaml`` (this config), ``hydra.yaml`` (Hydra's) and ``overrides.yaml`` (the command
+    line's, sweep values included), the files Hydra itself would write before the run."""
+    if not HydraConfig.initialized():
+        return
+    record = Path(cfg.paths.output_dir) / RECORD_DIR
+    record.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = HydraConfig.get()
+    OmegaConf.save(cfg, record / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), record / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, record / "overrides.yaml")
+
+
+def remove_if_empty(directory: Path) -> None:
+    """Remove a failed single run's directory if nothing is in it (an empty Hydra log file counts as nothing)."""
+    log = directory / f"{HydraConfig.get().job.name}.log" if HydraConfig.initialized() else None
+    if log is not None and log.is_file() and log.stat().st_size == 0:
+        log.unlink()
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
 
 
 def record_failure(cfg: DictConfig, error: BaseException) -> None:
@@ -187,20 +233,72 @@ def build_module(cfg: DictConfig, datamodule: SyntheticDataModule) -> PosEncModu
         train_length=datamodule.train_length,
         eval_lengths=datamodule.eval_lengths,
         loss_floor=getattr(datamodule, "loss_floor", None),
+        data=OmegaConf.to_container(cfg.data, resolve=True),
     )
 
 
+def check_resumable(path: str, module: PosEncModule) -> None:
+    """``ckpt_path`` holds this experiment: the same model, encoding and task (:meth:`PosEncModule.differences`)."""
+    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    if differences := module.differences(hparams):
+        more = f" (and {len(differences) - 2} more)" if len(differences) > 2 else ""
+        raise ConfigError(
+            f"ckpt_path={path} is another experiment's checkpoint: {'; '.join(differences[:2])}{more}; resume "
+            "with the model, encoding and task it was trained with"
+        )
+
+
+@contextmanager
+def building(component: str) -> Iterator[None]:
+    """Any exception while ``component`` is built becomes one :class:`ConfigError` line naming it. A
+    ``ConfigError`` raised by the component itself (through Hydra's ``InstantiationException``) is passed on
+    as it is: it already names the key and what is allowed."""
+    try:
+        yield
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        root = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        message = str(root).strip().splitlines()[0] if str(root).strip() else ""
+        raise ConfigError(f"{component} could not be built: {type(root).__name__}: {message}".rstrip(": ")) from None
+
+
+def component_name(cfg: DictConfig, group: str) -> str:
+    """``group=option (target)``, or ``group (target)`` when the option is not known."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choice = HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+    target = OmegaConf.select(cfg, f"{group}._target_", default="")
+    return f"{group}={choice} ({target})" if choice else f"{group} ({target})"
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Trainer]:
-    """Seed, then instantiate the datamodule (set up), the module and the trainer from a composed config."""
+    """Seed, then instantiate the datamodule (set up), the module and the trainer from a composed config.
+
+    Nothing is written yet (the logger makes its event file on first use); an exception while building any
+    of them is one :class:`ConfigError` line naming the component (:func:`building`)."""
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    with building(component_name(cfg, "data")):
+        datamodule: L.LightningDataModule = instantiate(cfg.data)
+        datamodule.setup("fit")
+    with building(f"{component_name(cfg, 'model')} with {component_name(cfg, 'encoding')}"):
+        module = build_module(cfg, datamodule)
+    with building(component_name(cfg, "logger")):
+        logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    callbacks = []
+    for name, callback in cfg.get("callbacks", {}).items():
+        if callback is not None:
+            with building(f"callbacks.{name} ({callback.get('_target_', '')})"):
+                callbacks.append(instantiate(callback))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar it may not show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    with building(component_name(cfg, "trainer")):
+        trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     return datamodule, module, trainer
 
 
@@ -213,6 +311,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
+    if cfg.get("ckpt_path"):
+        check_resumable(cfg.ckpt_path, module)
+    if not is_multirun():  # a sweep job's record is written before it starts (the report lists failed jobs too)
+        write_record(cfg)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
         log_hparams(writer, hparams_of(cfg), ["train/loss", *module.validation_tags()])
 
@@ -252,6 +354,8 @@ def _hydra_main(cfg: DictConfig) -> float:
     multirun = is_multirun()
     try:
         if multirun:
+            check_job_directory(cfg)
+            write_record(cfg)
             (Path(cfg.paths.output_dir) / FAILURE_FILE).unlink(missing_ok=True)
             if (finished := finished_metrics(cfg)) is not None:
                 print(f"skip: {cfg.paths.output_dir} already has {METRICS_FILE} (force=true reruns it)")
@@ -260,9 +364,11 @@ def _hydra_main(cfg: DictConfig) -> float:
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         if multirun:
-            record_failure(cfg, error)
+            if not isinstance(error, ForeignJobError):
+                record_failure(cfg, error)
             return math.nan  # one failed job must not take the rest of the sweep down with it
-        sys.exit(1)
+        remove_if_empty(Path(cfg.paths.output_dir))
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
     except Exception as error:
         if multirun:
             record_failure(cfg, error)
@@ -289,10 +395,14 @@ def check_sweeper_plugins(overrides: list[str], config_dir: Path = CONFIG_DIR) -
 
 
 def main() -> None:
+    """Check the command line (group choices, sweeper plugins, every override, the run directory) and refuse a
+    bad one in one line, exit code 2, before Hydra makes a directory; then run Hydra's entry point."""
+    args = sys.argv[1:]
     try:
-        check_group_choices(sys.argv[1:])
-        check_sweeper_plugins(sys.argv[1:])
-        check_overrides(sys.argv[1:])
+        check_group_choices(args)
+        check_sweeper_plugins(args)
+        if (composed := check_overrides(args)) is not None:
+            check_output_dir(composed, multirun=any(arg in ("-m", "--multirun") for arg in args))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
