@@ -7,11 +7,11 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
 
@@ -20,53 +20,104 @@ class ConfigError(ValueError):
     """A config value or combination that cannot work. The message names the key and what is allowed."""
 
 
-def _is_number(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+def require_int(key: str, value: Any, minimum: int = 1, maximum: int | None = None, allowed: str = "") -> None:
+    """``value`` an integer in ``[minimum, maximum]``, else a :class:`ConfigError` naming ``key``."""
+    if not (is_int(value) and value >= minimum and (maximum is None or value <= maximum)):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise ConfigError(f"{key}={value} is not allowed: expected {allowed or f'an integer >= {minimum}{upper}'}")
 
-# key -> (predicate, what is allowed). Keys absent from a config are skipped.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "data.context_size": POSITIVE_INT,
-    "model.n_hidden": POSITIVE_INT,
-    "data.batch_size": POSITIVE_INT,
-    "data.chunk_steps": POSITIVE_INT,
-    "data.val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a fraction strictly between 0 and 1"),
-    "optimizer.lr": (lambda v: _is_number(v) and v > 0 and math.isfinite(v), "a finite number > 0"),
-    "trainer.max_epochs": POSITIVE_INT,
-    "model.d_model": POSITIVE_INT,
-    "model.n_heads": POSITIVE_INT,
-    "model.depth": POSITIVE_INT,
-    "model.mlp_ratio": POSITIVE_INT,
-    "model.norm": (lambda v: v in ("pre", "post", "none"), "one of pre, post, none"),
-    "data.length": POSITIVE_INT,
-    "data.n_train": POSITIVE_INT,
-    "data.n_val": POSITIVE_INT,
-    "data.eval_factors": (
-        lambda v: len(v) > 0 and all(_is_number(f) and f > 0 for f in v),
-        "a non-empty list of factors > 0",
-    ),
-}
+
+def require_number(
+    key: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    allowed: str = "",
+    inclusive: bool = False,
+) -> None:
+    """``value`` a finite number in the open interval ``(low, high)`` (``[low, high)`` if ``inclusive``; an end
+    that is ``None`` is unbounded)."""
+    ok = is_number(value) and math.isfinite(value)
+    ok = ok and (low is None or value > low or (inclusive and value == low)) and (high is None or value < high)
+    if not ok:
+        bounds = " and ".join(b for b in (low is not None and f"> {low}", high is not None and f"< {high}") if b)
+        raise ConfigError(f"{key}={value} is not allowed: expected {allowed or 'a finite number ' + bounds}")
+
+
+def require_choice(key: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value} is not allowed: expected one of {', '.join(choices)}")
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable; else the physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def require_parameters(keys: str, count: float) -> None:
+    """``count`` float32 parameters fit in memory 4 times over: weights, gradients and Adam's two moments."""
+    require_memory(keys, 16 * count, f"{count:.3g} parameters (weights, gradients, Adam's two moments)")
+
+
+def require_memory(keys: str, n_bytes: float, what: str) -> None:
+    """Refuse sizes whose tensors would not fit in the available memory, before anything is allocated:
+    ``keys`` (e.g. ``model.d_model=.. model.depth=..``) need ``n_bytes`` for ``what``."""
+    available = available_memory()
+    if n_bytes > available:
+        raise ConfigError(
+            f"{keys} is not allowed: {what} would need {n_bytes / 2**30:.3g} GiB, and {available / 2**30:.3g} GiB "
+            "of memory is available"
+        )
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for the first value outside its allowed range."""
-    for key, (allowed, description) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        try:
-            ok = allowed(value)
-        except TypeError:
-            ok = False
-        if value is not None and not ok:
-            raise ConfigError(f"{key}={value} is not allowed: expected {description}")
-    xlen, context = OmegaConf.select(cfg, "data.xlen"), OmegaConf.select(cfg, "data.context_size")
-    if xlen is not None and xlen <= context:
-        raise ConfigError(f"data.xlen={xlen} is not allowed: expected an integer > data.context_size={context}")
+    """Raise :class:`ConfigError` for the first value outside its allowed range or the first combination that
+    cannot work: each component's own checks (:func:`check_components`), then the combinations
+    (:func:`check_combination`), the accelerator and the checkpoint to resume from."""
+    check_components(cfg)
     check_combination(cfg)
     check_accelerator(cfg)
     if cfg.get("ckpt_path"):
         check_checkpoint(cfg.ckpt_path)
+
+
+COMPONENT_GROUPS = ("data", "model", "encoding", "optimizer", "trainer", "logger")
+
+
+def check_components(cfg: DictConfig) -> None:
+    """Each component checks its own ranges, on its resolved config node: the ``check_config(config)``
+    classmethod of the node's schema where it has one (the torch and Lightning classes, which cannot check
+    themselves), else of the class its ``_target_`` names (``posenc_exp``'s own components). So a new
+    option brings its own checks and nothing here grows with the options; one without ``check_config`` is
+    not range-checked (its types still are, where it has a schema)."""
+    from hydra.utils import get_class
+
+    nodes = [("", cfg), *((g, cfg[g]) for g in COMPONENT_GROUPS if isinstance(cfg.get(g), DictConfig))]
+    callbacks = cfg.get("callbacks") or {}
+    nodes += [(f"callbacks.{name}", node) for name, node in callbacks.items() if isinstance(node, DictConfig)]
+    for key, node in nodes:
+        checker = OmegaConf.get_type(node)
+        if not hasattr(checker, "check_config") and node.get("_target_"):
+            try:
+                checker = get_class(node._target_)
+            except Exception as error:
+                raise ConfigError(f"{key}._target_={node._target_} is not allowed: {error}".splitlines()[0]) from None
+        if hasattr(checker, "check_config"):
+            checker.check_config(node, key) if key.startswith("callbacks.") else checker.check_config(node)
 
 
 def _option(cfg: DictConfig, group: str) -> str:
@@ -85,9 +136,9 @@ def check_combination(cfg: DictConfig) -> None:
     """Model / task / encoding combinations that cannot work, each as one :class:`ConfigError` line.
 
     The feed-forward model reads a fixed window of scalars through input-added encodings only; token tasks
-    are trained with teacher forcing and need a causal model; heads must divide the width (and RoPE needs
-    an even head width); a trained position table must cover ``data.max_len``, and ``data.max_len`` the
-    longest evaluation input; then the task's own checks (``check_config``).
+    are trained with teacher forcing and need a causal model; a trained position table must cover
+    ``data.max_len``, and ``data.max_len`` the longest evaluation input. What one component alone decides
+    (e.g. that heads divide the width) is its own check (:func:`check_components`).
     """
     from hydra.utils import get_class
 
@@ -122,15 +173,6 @@ def check_combination(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
         )
-    d_model, n_heads = cfg.model.get("d_model"), cfg.model.get("n_heads")
-    if d_model is not None and n_heads is not None:
-        if d_model % n_heads:
-            raise ConfigError(f"model.n_heads={n_heads} does not divide model.d_model={d_model}")
-        if encoding is not None and encoding.acts_on == "rotary" and (d_model // n_heads) % 2:
-            raise ConfigError(
-                f"{_option(cfg, 'encoding')} rotates pairs of dimensions: the head width "
-                f"model.d_model/model.n_heads={d_model}/{n_heads} must be even"
-            )
     trained_table = (
         encoding is not None
         and issubclass(encoding, AbsoluteTable)
@@ -149,8 +191,6 @@ def check_combination(cfg: DictConfig) -> None:
                 f"data.max_len={data.max_len} is shorter than the longest evaluation input ({longest} "
                 "positions, from data.length and data.eval_factors): leave data.max_len at its default"
             )
-    if hasattr(task, "check_config"):
-        task.check_config(data)
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -260,26 +300,98 @@ def check_overrides(args: Sequence[str]) -> DictConfig | None:
         return None
     overrides = [arg for arg in args if not arg.startswith("-")]
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
         variants = one_at_a_time(overrides) if flags else [overrides]
-    except HydraException as error:
-        raise ConfigError(str(error).splitlines()[0]) from None
+    except HydraException as error:  # the override and why: Hydra's first two lines
+        raise ConfigError(": ".join(str(error).splitlines()[:2])) from None
     composed = None
     for variant in variants:
         try:
             cfg = compose_train(variant, return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException) as error:
+            resolve(cfg, multirun=bool(flags))
+        except Exception as error:  # Hydra's and OmegaConf's errors, and the odd assertion deep inside Hydra
             # The override to name: the one whose removal lets the rest compose.
             culprit = next((o for o in variant if not _compose_error([x for x in variant if x != o])), None)
-            lines = [f"{culprit}:" if culprit else "", str(error).splitlines()[0]]
+            lines = [f"{culprit}:" if culprit else "", (str(error).splitlines() or [type(error).__name__])[0]]
             if error.__cause__ is not None:
                 lines.append(str(error.__cause__).splitlines()[0])
             hint = "; add a new key with +key=value, list the keys with --cfg job"
             raise ConfigError(" ".join(lines).strip() + (hint if "not in struct" in lines[-1] else "")) from None
+        check_override_values(variant, cfg)
         composed = composed or cfg
     return composed
+
+
+# An interpolation that copies another key (``${a.b}``, ``${.b}``, ``${oc.select:a.b,default}``), or Hydra's
+# ``${hydra:runtime.output_dir}``: a key whose value is one is derived, and set through the key it copies.
+_COPY = re.compile(r"^\$\{(?:oc\.select:|(hydra):)?(\.*)([\w.]+)(?:,[^}]*)?\}$")
+
+
+def derived_from(cfg: DictConfig, key: str) -> str | None:
+    """The key that ``key``'s value is copied from, if it is a copy (see ``_COPY``), else ``None``."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or leaf not in parent or not OmegaConf.is_interpolation(parent, leaf):
+        return None
+    raw = str(OmegaConf.to_container(parent, resolve=False)[leaf])
+    match = _COPY.match(raw)
+    if match is None:
+        return None
+    hydra, dots, source = match.groups()
+    if hydra:
+        return f"hydra.{source}"
+    if dots:  # relative: one dot is the key's own node, each further dot one level up
+        base = key.split(".")[: -len(dots)]
+        return ".".join([*base, source])
+    return source
+
+
+def check_override_values(overrides: Sequence[str], cfg: DictConfig) -> None:
+    """What types alone let through: a bool key set to anything but ``true``/``false`` (OmegaConf reads ``1``
+    as true), and an override of a derived key (one whose value copies another key, such as
+    ``model.context_size: ${data.context_size}``), which would part it from the key it must equal."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    base = None
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if "." not in key or key.startswith("hydra.") or override.is_delete():
+            continue
+        if isinstance(OmegaConf.select(cfg, key), bool) and not isinstance(override.value(), bool):
+            raise ConfigError(f"{override.input_line} is not allowed: {key} is true or false")
+        if override.is_add():
+            continue
+        if base is None:  # the config as the group choices make it, before any key was set
+            base = compose_train([o for o in overrides if "." not in o.partition("=")[0]])
+        if (source := derived_from(base, key)) is not None:
+            where = "hydra.run.dir (hydra.sweep.dir with -m)" if source.startswith("hydra.") else source
+            raise ConfigError(
+                f"{override.input_line} is not allowed: {key} is set from {source} and cannot be set on its own; "
+                f"set {where} instead"
+            )
+
+
+def resolve(cfg: DictConfig, multirun: bool = False) -> None:
+    """Resolve every interpolation of the composed config (with its ``hydra`` node) as the run will
+    (``hydra.runtime.output_dir`` set to the run or sweep directory): an interpolated value of the wrong type
+    (``seed=abc`` read by a typed ``data.seed``) fails here, with the key named."""
+    import copy
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir"))
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        for key in cfg:
+            if key != "hydra" and isinstance(value := cfg[key], DictConfig | ListConfig):
+                OmegaConf.to_container(value, resolve=True)
+    finally:
+        HydraConfig.instance().cfg = previous
 
 
 def check_output_dir(cfg: DictConfig, multirun: bool) -> None:

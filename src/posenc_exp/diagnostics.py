@@ -196,6 +196,12 @@ class Diagnostics(L.Callback):
         self.n_examples = n_examples
         self.history: list[dict[str, float]] = []
 
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.diagnostics") -> None:
+        from posenc_exp.config import require_int
+
+        require_int(f"{key}.n_examples", config.n_examples, 1)
+
     def fixed_batches(self, trainer: L.Trainer) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """``(train_x, train_y), (val_x, val_y)``: the first ``n_examples`` of each split, on the module's device."""
         splits = trainer.datamodule.splits

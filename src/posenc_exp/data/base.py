@@ -9,6 +9,7 @@ logging, progress bar) runs once per chunk.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -110,6 +111,17 @@ class SyntheticDataModule(L.LightningDataModule):
         self.chunk_steps = chunk_steps
         self.seed = seed
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    @classmethod
+    def check_config(cls, data: Any) -> None:
+        """The ``data`` config's ranges, each as a ``ConfigError`` naming the key; subclasses add their own
+        (and call this). Called on the resolved config before anything is built or written."""
+        from posenc_exp.config import require_int
+
+        require_int("data.batch_size", data.batch_size, 1)
+        require_int("data.chunk_steps", data.chunk_steps, 1)
+        require_int("data.seed", data.seed, 0, 2**32 - 1)
+        require_int("data.max_len", data.max_len, 1)
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         raise NotImplementedError

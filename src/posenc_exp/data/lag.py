@@ -25,11 +25,10 @@ class LagWindows(WindowTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
+        from posenc_exp.config import require_int
 
         super().check_config(data)
-        if not 1 <= data.lag <= data.length:
-            raise ConfigError(f"data.lag={data.lag} is not allowed: expected 1 <= lag <= data.length={data.length}")
+        require_int("data.lag", data.lag, 1, data.length, f"an integer, 1 <= lag <= data.length={data.length}")
 
     def sample(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x = torch.randn(count, n, generator=generator)

@@ -50,7 +50,25 @@ class LengthGeneralizationTask(SyntheticDataModule):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        """Task-specific checks on the ``data`` config, raising ``ConfigError``; none by default."""
+        """``length``, ``n_train``, ``n_val`` >= 1, finite ``eval_factors`` > 0, and the splits in memory: their
+        inputs and targets, 8 bytes a position (int64 tokens; float32 windows need less)."""
+        from posenc_exp.config import ConfigError, is_number, require_int, require_memory
+
+        super().check_config(data)
+        require_int("data.length", data.length, 1)
+        require_int("data.n_train", data.n_train, 1)
+        require_int("data.n_val", data.n_val, 1)
+        factors = list(data.eval_factors)
+        if not factors or not all(is_number(f) and math.isfinite(f) and f > 0 for f in factors):
+            raise ConfigError(
+                f"data.eval_factors={factors} is not allowed: expected a non-empty list of finite factors > 0"
+            )
+        lengths = eval_lengths(data.length, factors)
+        positions = data.n_train * cls.input_length(data.length) + data.n_val * sum(map(cls.input_length, lengths))
+        keys = (
+            f"data.n_train={data.n_train} data.n_val={data.n_val} data.length={data.length} data.eval_factors={factors}"
+        )
+        require_memory(keys, 2 * 8 * positions, "the training and validation splits")
 
     @property
     def train_length(self) -> int:
@@ -91,6 +109,7 @@ class WindowTask(LengthGeneralizationTask):
     def check_config(cls, data: Any) -> None:
         from posenc_exp.config import ConfigError
 
+        super().check_config(data)
         if data.get("context_size", data.length) != data.length:
             raise ConfigError(
                 f"data.context_size={data.context_size} must equal data.length={data.length}: set data.length instead"

@@ -27,6 +27,35 @@ class RandomWindows(SyntheticDataModule):
         self.xlen = xlen
         self.val_fraction = val_fraction
 
+    @classmethod
+    def check_config(cls, data: Any) -> None:
+        """``context_size >= 1``, ``xlen > context_size``, a ``val_fraction`` in (0, 1) that leaves both splits
+        non-empty, and the series and its windows (``(xlen - C) * C`` float32 values) in memory."""
+        from posenc_exp.config import ConfigError, require_int, require_memory, require_number
+
+        super().check_config(data)
+        require_int("data.context_size", data.context_size, 1)
+        context = data.context_size
+        require_int(
+            "data.xlen",
+            data.xlen,
+            context + 2,
+            allowed=f"an integer >= data.context_size + 2 = {context + 2} (a window for each split)",
+        )
+        require_number("data.val_fraction", data.val_fraction, 0, 1, "a fraction strictly between 0 and 1")
+        n = data.xlen - context
+        n_val = round(data.val_fraction * n)
+        if not 1 <= n_val < n:
+            raise ConfigError(
+                f"data.val_fraction={data.val_fraction} of the {n} windows (data.xlen - data.context_size) is "
+                f"{n_val}, leaving the {'validation' if n_val < 1 else 'training'} split empty: expected a "
+                f"fraction that gives both splits at least one window (at least {1 / n:.3g} and at most "
+                f"{1 - 1 / n:.3g} here)"
+            )
+        require_memory(
+            f"data.xlen={data.xlen} data.context_size={context}", 4 * (data.xlen + 2 * n * context), "the windows"
+        )
+
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         series = torch.randn(self.xlen, generator=generator)
         windows = series.unfold(0, self.context_size, 1)[:-1]

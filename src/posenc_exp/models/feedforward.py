@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,16 @@ class FeedForward(nn.Module):
         self.encoding = encoding
         self.hidden = nn.Linear(context_size, n_hidden)
         self.out = nn.Linear(n_hidden, 1)
+
+    @classmethod
+    def check_config(cls, model: Any) -> None:
+        """``context_size`` and ``n_hidden`` >= 1, and the ``C * H + 2 H + 1`` weights in memory."""
+        from posenc_exp.config import require_int, require_parameters
+
+        require_int("model.context_size", model.context_size, 1)
+        require_int("model.n_hidden", model.n_hidden, 1)
+        keys = f"model.n_hidden={model.n_hidden} model.context_size={model.context_size}"
+        require_parameters(keys, (model.context_size + 2) * model.n_hidden + 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(batch, context_size)`` -> ``(batch,)``."""

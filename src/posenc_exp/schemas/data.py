@@ -1,0 +1,69 @@
+"""Schemas of ``conf/data``: the tasks (``posenc_exp.data``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+
+@dataclass
+class Task:
+    """Every task: batching, its data seed and the longest input the model is fed."""
+
+    _target_: str = MISSING
+    batch_size: int = MISSING
+    chunk_steps: int = MISSING
+    seed: int = MISSING
+    max_len: int = MISSING
+
+
+@dataclass
+class Random(Task):
+    context_size: int = MISSING
+    xlen: int = MISSING
+    val_fraction: float = MISSING
+
+
+@dataclass
+class Lengths(Task):
+    """Tasks trained at ``length`` and evaluated at ``round(f * length)`` for ``f`` in ``eval_factors``."""
+
+    length: int = MISSING
+    eval_factors: list[float] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
+    n_train: int = MISSING
+    n_val: int = MISSING
+
+
+@dataclass
+class Windows(Lengths):
+    context_size: int = MISSING  # the feed-forward model's name for length
+
+
+@dataclass
+class Lag(Windows):
+    lag: int = MISSING
+
+
+@dataclass
+class AR(Windows):
+    coefficients: list[float] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
+    sigma: float = MISSING
+    burn_in: int = MISSING
+
+
+@dataclass
+class Tokens(Lengths):
+    min_length: int = MISSING
+    vocab_size: int = MISSING
+
+
+SCHEMAS = {
+    "random": Random,
+    "lag": Lag,
+    "ar": AR,
+    "copy": Tokens,
+    "reverse": Tokens,
+    "sort": Tokens,
+    "recall": Tokens,
+}

@@ -1,0 +1,37 @@
+"""Schema of ``conf/train.yaml``'s own keys; each group is typed by its own schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+MAX_SEED = 2**32 - 1  # Lightning's seed_everything range (numpy's); outside it Lightning silently uses 0
+
+
+@dataclass
+class Train:
+    data: Any = None
+    model: Any = None
+    encoding: Any = None
+    optimizer: Any = None
+    trainer: Any = None
+    callbacks: Any = None
+    logger: Any = None
+    paths: Any = None
+    seed: int = MISSING
+    ckpt_path: Optional[str] = MISSING  # noqa: UP045 - OmegaConf 2.3 reads typing.Optional, not X | None
+    threads: Optional[int] = MISSING  # noqa: UP045
+    force: bool = MISSING
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        from posenc_exp.config import require_int
+
+        require_int("seed", config.seed, 0, MAX_SEED)
+        if config.threads is not None:
+            require_int("threads", config.threads, 1, allowed="an integer >= 1, or null for torch's default")
+
+
+SCHEMAS = {"train": Train}
