@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FAST, read_events, read_metrics, run_cli, train_run
+from helpers import FAST, read_events, read_metrics, run_cli, train_run
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -193,9 +193,9 @@ def test_seeded_runs_are_reproducible(seed_run: Path, tmp_path: Path) -> None:
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 BAD_INPUTS = [
-    ("data.context_size=0", "data.context_size"),
+    ("data.length=0", "data.length"),
     ("model.n_hidden=0", "model.n_hidden"),
-    ("data.xlen=10", "data.xlen"),  # == context_size
+    ("data.xlen=10", "data.xlen"),  # == data.length
     ("data.batch_size=0", "data.batch_size"),
     ("optimizer.lr=0", "optimizer.lr"),
     ("trainer.max_epochs=0", "trainer.max_epochs"),
@@ -205,6 +205,8 @@ BAD_INPUTS = [
     *([] if torch.cuda.is_available() else [("trainer=ddp", "trainer.accelerator")]),  # a GPU trainer, no GPU
     ("ckpt_path={tmp}/missing.ckpt", "ckpt_path"),
     ("ckpt_path={tmp}/notes.txt", "ckpt_path"),
+    ("data.context_size=8", "data.length"),  # a renamed key names its new name
+    ("experiment=seed", "experiment=toy"),  # a renamed option too
 ]
 
 
@@ -276,8 +278,8 @@ def test_help_lists_the_config_groups_and_cfg_job_prints_the_composed_config(tmp
         assert re.search(rf"^{group}: ", groups, re.MULTILINE), group
     config = yaml.safe_load(cfg_result.stdout)
     assert config["model"]["n_hidden"] == 64
-    assert config["model"]["context_size"] == "${data.context_size}"
-    assert config["data"]["context_size"] == 10
+    assert config["model"]["length"] == "${data.length}"
+    assert config["data"]["length"] == 10
     assert not (tmp_path / "run").exists()
 
 

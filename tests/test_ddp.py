@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_events, read_metrics, run_cli
+from helpers import read_events, read_metrics, run_cli
 
 TINY = ["trainer.max_epochs=2", "callbacks.progress_bar=null"]
 

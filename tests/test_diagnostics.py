@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_events, train_run
+from helpers import read_events, train_run
 
 from posenc_exp.config import compose_train
 from posenc_exp.diagnostics import (
-    DIAGNOSTICS_FILE,
     MEASUREMENTS,
     attention_entropy,
     attention_parameter_count,
@@ -25,6 +24,7 @@ from posenc_exp.diagnostics import (
 )
 from posenc_exp.encodings import ALiBi, LearnedAbsolute, NoPE, Sinusoidal, T5Bias, sinusoid_table
 from posenc_exp.models import AttentionStack
+from posenc_exp.rundir import DIAGNOSTICS_FILE
 
 # A tiny reverse task with the diagnostics on: what the CLI tests train.
 TINY_REVERSE = [

@@ -24,6 +24,7 @@ from posenc_exp.encodings import (
     alibi_slopes,
     t5_bucket,
 )
+from posenc_exp.images import snapshot_images
 
 ENCODING_OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "encoding").glob("*.yaml"))
 
@@ -33,7 +34,7 @@ ENCODING_OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "encoding").glob("*.yaml
 
 def test_sinusoid_matches_the_formula_of_vaswani_et_al() -> None:
     d_model, length = 6, 50
-    encoding = Sinusoidal(d_model=d_model, max_len=length)
+    encoding = Sinusoidal(d_model=d_model, max_positions=length)
     table = encoding(torch.zeros(1, length, d_model))[0]
     for pos in range(length):
         for i in range(d_model // 2):
@@ -43,22 +44,22 @@ def test_sinusoid_matches_the_formula_of_vaswani_et_al() -> None:
 
 
 def test_fixed_sinusoid_serves_any_length_and_is_not_trained_or_saved() -> None:
-    encoding = Sinusoidal(d_model=4, max_len=8)
+    encoding = Sinusoidal(d_model=4, max_positions=8)
     long = encoding(torch.zeros(2, 100, 4))[0]
     assert long[99, 0].item() == pytest.approx(math.sin(99), abs=1e-6)
     assert long[99, 3].item() == pytest.approx(math.cos(99 / 100), abs=1e-6)
     assert not encoding.trainable and list(encoding.parameters()) == []
     assert encoding.state_dict() == {}
-    assert encoding.snapshot().shape == (8, 4)  # the snapshot keeps max_len rows after the cache grew
+    assert encoding.snapshot().shape == (8, 4)  # the snapshot keeps max_positions rows after the cache grew
 
 
 def test_learnable_sinusoid_starts_at_the_sinusoid_trains_and_stops_at_its_length() -> None:
-    fixed, learnable = Sinusoidal(d_model=4, max_len=8), Sinusoidal(d_model=4, max_len=8, learnable=True)
+    fixed, learnable = Sinusoidal(d_model=4, max_positions=8), Sinusoidal(d_model=4, max_positions=8, learnable=True)
     x = torch.randn(3, 8, 4)
     assert torch.equal(learnable(x), fixed(x))
     learnable(x).sum().backward()
     assert learnable.trainable and learnable.table.grad is not None
-    with pytest.raises(LengthError, match=r"encoding=sinusoidal .*encoding\.max_len=8.*length 9"):
+    with pytest.raises(LengthError, match=r"encoding=sinusoidal .*encoding\.max_positions=8.*length 9"):
         learnable(torch.zeros(1, 9, 4))
 
 
@@ -66,12 +67,12 @@ def test_learnable_sinusoid_starts_at_the_sinusoid_trains_and_stops_at_its_lengt
 
 
 def test_learned_table_past_its_length_raises_a_clear_length_error() -> None:
-    encoding = LearnedAbsolute(max_len=10, d_model=3)
+    encoding = LearnedAbsolute(max_positions=10, d_model=3)
     assert encoding(torch.zeros(2, 10, 3)).shape == (2, 10, 3)
     with pytest.raises(LengthError) as error:
         encoding(torch.zeros(2, 11, 3))
     message = str(error.value)
-    assert "encoding=learned" in message and "encoding.max_len=10" in message and "data.max_len" in message
+    assert "encoding=learned" in message and "encoding.max_positions=10" in message and "data.max_positions" in message
     assert "length 11" in message
 
 
@@ -79,7 +80,7 @@ def test_learned_table_past_its_length_raises_a_clear_length_error() -> None:
 
 
 def test_rope_preserves_norms() -> None:
-    rope = RoPE(d_model=32, n_heads=2, max_len=4)
+    rope = RoPE(d_model=32, n_heads=2, max_positions=4)
     q, k = torch.randn(3, 2, 40, 16), torch.randn(3, 2, 40, 16)
     q_rotated, k_rotated = rope.rotate(q, k)
     torch.testing.assert_close(q_rotated.norm(dim=-1), q.norm(dim=-1))
@@ -221,23 +222,23 @@ def test_families_say_where_they_act() -> None:
     ("encoding", "images"),
     [
         (NoPE(), set()),
-        (LearnedAbsolute(max_len=12, d_model=4), {"table", "cosine_similarity"}),
-        (LearnedAbsolute(max_len=12, d_model=1), set()),  # the seed's vector: its history says it all
-        (Sinusoidal(d_model=4, max_len=12), {"table", "cosine_similarity"}),
-        (RoPE(d_model=8, n_heads=2, max_len=12), {"rotation"}),
-        (ALiBi(n_heads=4, max_len=12), {"bias"}),
-        (T5Bias(n_heads=4, max_len=12), {"bias"}),
+        (LearnedAbsolute(max_positions=12, d_model=4), {"table", "cosine_similarity"}),
+        (LearnedAbsolute(max_positions=12, d_model=1), set()),  # the seed's vector: its history says it all
+        (Sinusoidal(d_model=4, max_positions=12), {"table", "cosine_similarity"}),
+        (RoPE(d_model=8, n_heads=2, max_positions=12), {"rotation"}),
+        (ALiBi(n_heads=4, max_positions=12), {"bias"}),
+        (T5Bias(n_heads=4, max_positions=12), {"bias"}),
     ],
 )
 def test_snapshot_images_are_rgb_uint8(encoding: PositionalEncoding, images: set[str]) -> None:
-    rendered = encoding.snapshot_images()
+    rendered = snapshot_images(encoding)
     assert set(rendered) == images
     for image in rendered.values():
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 
 def test_cosine_similarity_image_of_a_table_has_a_red_diagonal() -> None:
-    image = Sinusoidal(d_model=16, max_len=10).snapshot_images()["cosine_similarity"]
+    image = snapshot_images(Sinusoidal(d_model=16, max_positions=10))["cosine_similarity"]
     cell = image.shape[0] // 10
     diagonal = image[cell // 2 :: cell, cell // 2 :: cell][np.arange(10), np.arange(10)]
     assert (diagonal == [178, 24, 43]).all()  # cos(P_i, P_i) = 1 = the scale's top: full red
@@ -248,7 +249,7 @@ def test_each_encoding_config_composes_and_runs_in_the_attention_model(option: s
     cfg = compose_train(["model=attention", f"encoding={option}"])
     net = instantiate(cfg.model)
     assert net.encoding is not None and type(net.encoding).__name__ == cfg.encoding._target_.rsplit(".", 1)[1]
-    assert net(torch.randn(4, cfg.data.context_size)).shape == (4,)
+    assert net(torch.randn(4, cfg.data.length)).shape == (4,)
 
 
 @pytest.mark.parametrize("option", ENCODING_OPTIONS)
@@ -256,9 +257,9 @@ def test_the_feedforward_model_takes_the_input_encodings_only(option: str) -> No
     cfg = compose_train(["model=feedforward", f"encoding={option}"])
     if option in ("none", "learned", "sinusoidal"):
         net = instantiate(cfg.model)
-        assert net(torch.randn(4, cfg.data.context_size)).shape == (4,)
+        assert net(torch.randn(4, cfg.data.length)).shape == (4,)
         if option == "learned":
-            assert net.encoding.table.shape == (cfg.data.context_size, 1)  # the seed's vector
+            assert net.encoding.table.shape == (cfg.data.length, 1)  # the seed's vector
     else:
         with pytest.raises(InstantiationException):
             instantiate(cfg.model)

@@ -34,7 +34,7 @@ def group_options() -> list[str]:
     return [
         f"{path.parent.relative_to(CONFIG_DIR).as_posix()}={path.stem}"
         for path in sorted(CONFIG_DIR.rglob("*.yaml"))
-        if path.parent != CONFIG_DIR
+        if path.parent != CONFIG_DIR and not path.stem.startswith("_")  # _name.yaml: a base, not an option
     ]
 
 
@@ -59,7 +59,7 @@ def resolved(cfg: DictConfig) -> dict:
 
 def test_every_group_option_is_listed() -> None:
     options = group_options()
-    for expected in ("data=random", "model=feedforward", "encoding=learned", "trainer=default", "experiment=seed"):
+    for expected in ("data=random", "model=feedforward", "encoding=learned", "trainer=default", "experiment=toy"):
         assert expected in options
 
 
@@ -107,21 +107,21 @@ def test_every_group_option_composes(override: str, tmp_path: Path) -> None:
 
 
 def test_shared_values_are_written_once_and_interpolated() -> None:
-    values = resolved(compose_train(["data.context_size=7", "paths.output_dir=x"]))
-    assert values["model"]["context_size"] == 7
-    assert values["data"]["max_len"] == 7
-    assert values["encoding"]["max_len"] == 7
+    values = resolved(compose_train(["data.length=7", "paths.output_dir=x"]))
+    assert values["model"]["length"] == 7
+    assert values["data"]["max_positions"] == 7
+    assert values["encoding"]["max_positions"] == 7
     assert values["model"]["encoding"] == values["encoding"]
 
 
 def test_defaults_are_the_seed_model_and_data_and_experiment_seed_its_exact_settings() -> None:
     default = compose_train()
-    assert (default.data.context_size, default.data.xlen, default.model.n_hidden) == (10, 100, 128)
+    assert (default.data.length, default.data.xlen, default.model.n_hidden) == (10, 100, 128)
     assert default.optimizer._target_ == "torch.optim.Adam" and default.optimizer.lr == 5e-3
     assert default.data.batch_size > 1  # the fast default
-    seed = compose_train(["experiment=seed"])
-    assert (seed.data.batch_size, seed.trainer.max_epochs, seed.optimizer.lr) == (1, 1000, 5e-3)
-    assert (seed.data.context_size, seed.data.xlen, seed.model.n_hidden) == (10, 100, 128)
+    toy = compose_train(["experiment=toy"])
+    assert (toy.data.batch_size, toy.trainer.max_epochs, toy.optimizer.lr) == (1, 1000, 5e-3)
+    assert (toy.data.length, toy.data.xlen, toy.model.n_hidden) == (10, 100, 128)
     assert compose_train(["model.n_hidden=64"]).model.n_hidden == 64
 
 
@@ -142,7 +142,7 @@ def test_feedforward_shapes_and_gradients() -> None:
     """Output ``(batch,)`` in (-1, 1); every parameter gets a finite, non-zero gradient of its own shape; the
     encoding's gradient is the input's gradient summed over the batch, since ``p`` is added to every ``x``."""
     torch.manual_seed(0)
-    net = FeedForward(context_size=6, n_hidden=16, encoding=LearnedAbsolute(max_len=6))
+    net = FeedForward(length=6, n_hidden=16, encoding=LearnedAbsolute(max_positions=6))
     x = torch.randn(5, 6, requires_grad=True)
     prediction = net(x)
     assert prediction.shape == (5,)
@@ -155,7 +155,7 @@ def test_feedforward_shapes_and_gradients() -> None:
 
 
 def test_net_accepts_any_batch_size_and_no_encoding() -> None:
-    net = FeedForward(context_size=4, n_hidden=3, encoding=NoPE())
+    net = FeedForward(length=4, n_hidden=3, encoding=NoPE())
     for batch in (1, 7):
         assert net(torch.randn(batch, 4)).shape == (batch,)
 
@@ -170,7 +170,7 @@ def test_encoding_changes_after_one_optimizer_step() -> None:
     )
     optimizer = module.configure_optimizers()
     before = module.net.encoding.snapshot()
-    x, y = torch.randn(8, cfg.data.context_size), torch.randn(8)
+    x, y = torch.randn(8, cfg.data.length), torch.randn(8)
     module.loss(module(x), y).backward()
     gradient = module.net.encoding.table.grad.clone()
     optimizer.step()
@@ -254,24 +254,22 @@ def test_data_is_deterministic_in_its_own_seed_and_independent_of_the_init_seed(
     assert compose_train(["seed=5"]).data.seed == compose_train().data.seed
 
 
-@pytest.mark.parametrize(
-    ("xlen", "context_size", "val_fraction"), [(100, 10, 0.2), (25, 4, 0.25), (12, 3, 0.5), (7, 6, 0.3)]
-)
-def test_split_sizes(xlen: int, context_size: int, val_fraction: float) -> None:
-    """``xlen - context_size`` samples, ``round(val_fraction * n)`` of them held out for validation."""
-    datamodule = random_windows(xlen=xlen, context_size=context_size, val_fraction=val_fraction)
-    n = xlen - context_size
+@pytest.mark.parametrize(("xlen", "length", "val_fraction"), [(100, 10, 0.2), (25, 4, 0.25), (12, 3, 0.5), (7, 6, 0.3)])
+def test_split_sizes(xlen: int, length: int, val_fraction: float) -> None:
+    """``xlen - length`` samples, ``round(val_fraction * n)`` of them held out for validation."""
+    datamodule = random_windows(xlen=xlen, length=length, val_fraction=val_fraction)
+    n = xlen - length
     (x_train, y_train), (x_val, y_val) = datamodule.splits["train"], datamodule.splits["val"]
     assert len(x_val) == len(y_val) == round(val_fraction * n)
     assert len(x_train) == len(y_train) == n - len(x_val)
-    assert x_train.shape[1:] == x_val.shape[1:] == (context_size,)
+    assert x_train.shape[1:] == x_val.shape[1:] == (length,)
     assert y_train.dim() == 1
 
 
 def test_each_target_is_the_value_right_after_its_window() -> None:
     """The windows slide by one over one series: a window shifted by its target is the next window, so all
     ``n`` samples chain into a single series of ``xlen`` values."""
-    datamodule = random_windows(xlen=30, context_size=5)
+    datamodule = random_windows(xlen=30, length=5)
     x = torch.cat([datamodule.splits["train"][0], datamodule.splits["val"][0]])
     y = torch.cat([datamodule.splits["train"][1], datamodule.splits["val"][1]])
     windows = {tuple(row.tolist()): i for i, row in enumerate(x)}

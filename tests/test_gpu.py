@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, train_run
+from helpers import read_metrics, train_run
 
 pytestmark = [
     pytest.mark.slow,

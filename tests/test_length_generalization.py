@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_events, read_metrics, run_cli, train_run
+from helpers import read_events, read_metrics, run_cli, train_run
 from hydra.utils import instantiate
 
 from posenc_exp.config import ConfigError, compose_train, validate
@@ -35,15 +35,17 @@ BAD_COMBINATIONS = [
     (["model=attention", "data=copy"], "model.causal"),
     (["model=attention", "model.n_heads=3"], "model.n_heads"),
     ([*ATTENTION, "encoding=rope", "model.d_model=12", "model.n_heads=4"], "model.d_model/model.n_heads"),
-    (["model=attention", "data=ar", "encoding=learned", "encoding.max_len=20"], "encoding.max_len"),
-    (["model=attention", "data=ar", "encoding=sinusoidal", "encoding.learnable=true", "encoding.max_len=9"], "max_len"),
-    (["model=attention", "data=ar", "data.max_len=20"], "data.max_len"),
+    (["model=attention", "data=ar", "encoding=learned", "encoding.max_positions=20"], "encoding.max_positions"),
+    (
+        ["model=attention", "data=ar", "encoding=sinusoidal", "encoding.learnable=true", "encoding.max_positions=9"],
+        "max_positions",
+    ),
+    (["model=attention", "data=ar", "data.max_positions=20"], "data.max_positions"),
     ([*ATTENTION, "data=recall", "data.vocab_size=20"], "data.vocab_size"),
     (["model=attention", "data=ar", "data.coefficients=[1.1]"], "data.coefficients"),
     (["model=attention", "data=lag", "data.lag=17"], "data.lag"),
     (["model=attention", "model.norm=mid"], "model.norm"),
     (["model=attention", "data=ar", "data.eval_factors=[]"], "data.eval_factors"),
-    (["model=attention", "data=ar", "data.context_size=8"], "data.context_size"),
 ]
 
 
@@ -161,7 +163,7 @@ def test_experiment_runs_under_joblib_and_tabulates(tmp_path: Path) -> None:
         f"hydra.sweep.dir={sweep_dir}",
     )
     assert sorted(p.name for p in sweep_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
-    table = run_cli(str(sweep_dir), module="posenc_exp.tables").stdout.splitlines()
+    table = run_cli(str(sweep_dir), module="posenc_exp.analysis.tables").stdout.splitlines()
     assert table[0] == "| task | encoding | metric | seeds | 1x | 1.25x | 1.5x | 2x |"
     assert table[2].startswith("| copy | t5 | seq_acc (L=8) | 1 |")
     assert table[3].startswith("| ar | t5 | loss_gap (L=16) | 1 |")

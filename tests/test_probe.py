@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from helpers import run_cli
 
-from posenc_exp.probe import compose_probe, expand_sweeps, homogeneity, probe
+from posenc_exp.analysis.probe import compose_probe, expand_sweeps, homogeneity, probe
 
 ATTENTION_ONLY = ["model.softmax=false", "model.residual=false", "model.mlp=false", "model.norm=none"]
 SMALL = ["length=4", "n_fit=1024", "n_test=256", "n_scale=16"]  # L d + 1 = 129 unknowns per output
@@ -48,7 +48,9 @@ def test_comma_lists_expand_to_every_combination() -> None:
 
 @pytest.mark.slow
 def test_probe_cli_prints_a_table_and_a_json_last_line() -> None:
-    result = run_cli("model.softmax=false", "model.residual=false", "model.depth=1,2", module="posenc_exp.probe")
+    result = run_cli(
+        "model.softmax=false", "model.residual=false", "model.depth=1,2", module="posenc_exp.analysis.probe"
+    )
     lines = result.stdout.strip().splitlines()
     assert lines[0].split()[:2] == ["depth", "softmax"]
     rows = json.loads(lines[-1])["rows"]
@@ -61,7 +63,7 @@ def test_probe_cli_prints_a_table_and_a_json_last_line() -> None:
     [("model.depth=0", "model.depth=0"), ("model=feedforward", "model=attention"), ("alpha_min=-1", "alpha_min")],
 )
 def test_probe_cli_bad_input_is_one_error_line(override: str, names: str) -> None:
-    result = run_cli(override, module="posenc_exp.probe", check=False)
+    result = run_cli(override, module="posenc_exp.analysis.probe", check=False)
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
     assert names in result.stderr and result.stdout == ""

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics, run_cli
+from helpers import read_metrics, run_cli
 from omegaconf import OmegaConf
 
-from posenc_exp.report import STATUS_FILE, build_report, expected_jobs, write_report
+from posenc_exp.analysis.report import build_report, expected_jobs, write_report
+from posenc_exp.rundir import STATUS_FILE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -43,7 +44,7 @@ def val_losses_by_cell(sweep_dir: Path) -> dict[tuple[str, str], list[float]]:
 
 @pytest.mark.slow
 def test_report_of_a_real_sweep(sweep_copy: Path) -> None:
-    result = run_cli(str(sweep_copy), module="posenc_exp.report")
+    result = run_cli(str(sweep_copy), module="posenc_exp.analysis.report")
 
     rows = list(csv.DictReader((sweep_copy / "report.csv").open()))
     cells = [(row["encoding"], row["model.n_hidden"]) for row in rows]
@@ -118,7 +119,7 @@ def test_accuracy_against_evaluation_length(sweep_copy: Path) -> None:
 @pytest.mark.slow
 def test_report_of_a_missing_directory_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "posenc_exp.report", str(tmp_path / "nope")], capture_output=True, text=True
+        [sys.executable, "-m", "posenc_exp.analysis.report", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("error: sweep_dir=")

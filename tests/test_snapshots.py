@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, read_events, read_metrics, run_cli
+from helpers import FAST, read_events, read_metrics, run_cli
 from hydra.utils import instantiate
 from PIL import Image
 
 from posenc_exp.config import compose_train
 from posenc_exp.encodings import LearnedAbsolute
+from posenc_exp.images import snapshot_images
 
 pytestmark = pytest.mark.slow
 
@@ -58,9 +59,9 @@ def test_learned_table_is_logged_every_epoch(attention_runs: dict[str, Path]) ->
         assert [event.step for event in events.Images(tag)] == [0, 1, 2]
     # The last table image is the final table of metrics.json, rendered by the encoding itself.
     final_table = torch.tensor(read_metrics(run)["encoding_final"])
-    final = LearnedAbsolute(max_len=len(final_table), d_model=final_table.shape[1])
+    final = LearnedAbsolute(max_positions=len(final_table), d_model=final_table.shape[1])
     final.table.data = final_table
-    expected = final.snapshot_images()["table"]
+    expected = snapshot_images(final)["table"]
     np.testing.assert_array_equal(decoded(events.Images("encoding/table")[-1]), expected)
 
 
@@ -95,7 +96,7 @@ def test_fixed_encodings_are_logged_once(
 def test_alibi_image_is_the_slopes_bias_of_each_head(attention_runs: dict[str, Path]) -> None:
     image = decoded(read_events(attention_runs["alibi"]).Images("encoding/bias")[0])
     alibi = instantiate(compose_train([*ATTENTION, "encoding=alibi"]).encoding)
-    np.testing.assert_array_equal(image, alibi.snapshot_images()["bias"])
+    np.testing.assert_array_equal(image, snapshot_images(alibi)["bias"])
     # Head 1 (slope 2^-2) at distance 9 is the most negative entry: full blue; head 4 (2^-8) nearly white.
     steepest_corner, shallowest_corner = image[-1, 0], image[-1, 3 * (80 + 2)]
     assert steepest_corner.tolist() == [33, 102, 172] and shallowest_corner[0] > 240

@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import FAST, SMALL_SWEEP, read_metrics, run_cli
+from helpers import FAST, SMALL_SWEEP, read_metrics, run_cli
 from joblib import cpu_count
 from omegaconf import OmegaConf
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.config import ConfigError, compose_train
-from posenc_exp.train import SWEEPER_PLUGINS, check_sweeper_plugins
+from posenc_exp.sweep import SWEEPER_PLUGINS, check_sweeper_plugins
 
 LAUNCHER_PRESETS = sorted(p.stem for p in (CONFIG_DIR / "hydra" / "launcher").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONFIG_DIR / "hparams_search").glob("*.yaml"))

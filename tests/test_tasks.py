@@ -12,7 +12,7 @@ from posenc_exp.data.ar import is_stationary
 from posenc_exp.data.tokens import IGNORE, PAD, SEP
 
 TOKEN_ARGS = dict(min_length=1, length=6, eval_factors=[1.0, 1.5, 2.0], n_train=300, n_val=64, batch_size=8)
-COMMON = dict(chunk_steps=4, seed=3, max_len=64)
+COMMON = dict(chunk_steps=4, seed=3, max_positions=64)
 
 
 def token_task(cls, vocab_size: int = 12, **overrides):
@@ -130,13 +130,15 @@ def test_data_is_seeded() -> None:
     assert not torch.equal(first.splits["train"][0], other.splits["train"][0])
 
 
-@pytest.mark.parametrize(("task", "max_len"), [("copy", 32), ("reverse", 32), ("sort", 32), ("recall", 34), ("ar", 32)])
-def test_max_len_covers_the_longest_evaluation_input(task: str, max_len: int) -> None:
+@pytest.mark.parametrize(
+    ("task", "max_positions"), [("copy", 32), ("reverse", 32), ("sort", 32), ("recall", 34), ("ar", 32)]
+)
+def test_max_positions_covers_the_longest_evaluation_input(task: str, max_positions: int) -> None:
     cfg = compose_train(["model=attention", f"data={task}"])
-    assert cfg.data.max_len == max_len
-    assert cfg.model.encoding.max_len == max_len
+    assert cfg.data.max_positions == max_positions
+    assert cfg.model.encoding.max_positions == max_positions
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     longest = datamodule.eval_lengths[-1]
-    assert datamodule.splits[f"val@{longest}"][0].shape[1] == max_len
+    assert datamodule.splits[f"val@{longest}"][0].shape[1] == max_positions
     assert len(datamodule.val_dataloader()) == len(datamodule.eval_lengths) == 4

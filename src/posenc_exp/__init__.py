@@ -10,14 +10,14 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _longest_input(target: str, length: int, eval_factors: list[float]) -> int:
-    """Resolver ``${posenc.max_len:${._target_},${.length},${.eval_factors}}`` of the data configs: the
+    """Resolver ``${posenc.max_positions:${._target_},${.length},${.eval_factors}}`` of the data configs: the
     longest input the task ``target`` feeds the model over its evaluation lengths (its ``longest_input``)."""
     from hydra.utils import get_class
 
     return get_class(target).longest_input(length, list(eval_factors))
 
 
-OmegaConf.register_new_resolver("posenc.max_len", _longest_input, replace=True)
+OmegaConf.register_new_resolver("posenc.max_positions", _longest_input, replace=True)
 
 from posenc_exp import schemas  # noqa: E402, F401  registers the config schemas in Hydra's ConfigStore
 

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from posenc_exp.encodings import PositionalEncoding
-from posenc_exp.images import heatmap_rgb
+from posenc_exp.images import heatmap_rgb, snapshot_images
 
 
 def tensorboard_writer(trainer: L.Trainer) -> Any | None:
@@ -33,10 +33,10 @@ class EncodingSnapshot(L.Callback):
 
     - ``encoding/<name>`` histograms from ``snapshot_histograms()``: the table's entries as
       ``encoding/values`` (learned, sinusoidal, t5), ``encoding/log10_frequency`` for RoPE;
-    - ``encoding/<name>`` images from ``snapshot_images()``: ``encoding/table`` (position x dimension) and
-      ``encoding/cosine_similarity`` (between positions) for tables, ``encoding/bias`` (each head's bias
-      over n x n positions, side by side) for ALiBi and T5, ``encoding/rotation`` (``cos(m theta_i)``,
-      position x frequency) for RoPE; nothing for NoPE.
+    - ``encoding/<name>`` images of ``snapshot_maps()``, rendered by ``posenc_exp.images``: ``encoding/table``
+      (position x dimension) and ``encoding/cosine_similarity`` (between positions) for tables,
+      ``encoding/bias`` (each head's bias over n x n positions, side by side) for ALiBi and T5,
+      ``encoding/rotation`` (``cos(m theta_i)``, position x frequency) for RoPE; nothing for NoPE.
 
     and, for a trainable encoding with a ``snapshot()`` tensor ``P`` (learned, learnable sinusoidal, t5):
 
@@ -66,7 +66,7 @@ class EncodingSnapshot(L.Callback):
         step = trainer.current_epoch
         for name, values in encoding.snapshot_histograms().items():
             writer.add_histogram(f"encoding/{name}", values, step)
-        for name, image in encoding.snapshot_images().items():
+        for name, image in snapshot_images(encoding).items():
             writer.add_image(f"encoding/{name}", image, step, dataformats="HWC")
         self.logged_fixed = True
         current: Tensor | None = encoding.snapshot()

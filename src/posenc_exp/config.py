@@ -3,85 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
-
-
-class ConfigError(ValueError):
-    """A config value or combination that cannot work. The message names the key and what is allowed."""
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def require_int(key: str, value: Any, minimum: int = 1, maximum: int | None = None, allowed: str = "") -> None:
-    """``value`` an integer in ``[minimum, maximum]``, else a :class:`ConfigError` naming ``key``."""
-    if not (is_int(value) and value >= minimum and (maximum is None or value <= maximum)):
-        upper = f" and <= {maximum}" if maximum is not None else ""
-        raise ConfigError(f"{key}={value} is not allowed: expected {allowed or f'an integer >= {minimum}{upper}'}")
-
-
-def require_number(
-    key: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    allowed: str = "",
-    inclusive: bool = False,
-) -> None:
-    """``value`` a finite number in the open interval ``(low, high)`` (``[low, high)`` if ``inclusive``; an end
-    that is ``None`` is unbounded)."""
-    ok = is_number(value) and math.isfinite(value)
-    ok = ok and (low is None or value > low or (inclusive and value == low)) and (high is None or value < high)
-    if not ok:
-        bounds = " and ".join(b for b in (low is not None and f"> {low}", high is not None and f"< {high}") if b)
-        raise ConfigError(f"{key}={value} is not allowed: expected {allowed or 'a finite number ' + bounds}")
-
-
-def require_choice(key: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value} is not allowed: expected one of {', '.join(choices)}")
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (Linux's MemAvailable; else the physical memory)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def require_parameters(keys: str, count: float) -> None:
-    """``count`` float32 parameters fit in memory 4 times over: weights, gradients and Adam's two moments."""
-    require_memory(keys, 16 * count, f"{count:.3g} parameters (weights, gradients, Adam's two moments)")
-
-
-def require_memory(keys: str, n_bytes: float, what: str) -> None:
-    """Refuse sizes whose tensors would not fit in the available memory, before anything is allocated:
-    ``keys`` (e.g. ``model.d_model=.. model.depth=..``) need ``n_bytes`` for ``what``."""
-    available = available_memory()
-    if n_bytes > available:
-        raise ConfigError(
-            f"{keys} is not allowed: {what} would need {n_bytes / 2**30:.3g} GiB, and {available / 2**30:.3g} GiB "
-            "of memory is available"
-        )
+from posenc_exp.errors import ConfigError
 
 
 def validate(cfg: DictConfig) -> None:
@@ -137,7 +68,7 @@ def check_combination(cfg: DictConfig) -> None:
 
     The feed-forward model reads a fixed window of scalars through input-added encodings only; token tasks
     are trained with teacher forcing and need a causal model; a trained position table must cover
-    ``data.max_len``, and ``data.max_len`` the longest evaluation input. What one component alone decides
+    ``data.max_positions``, and ``data.max_positions`` the longest evaluation input. What one component alone decides
     (e.g. that heads divide the width) is its own check (:func:`check_components`).
     """
     from hydra.utils import get_class
@@ -178,18 +109,18 @@ def check_combination(cfg: DictConfig) -> None:
         and issubclass(encoding, AbsoluteTable)
         and not (issubclass(encoding, Sinusoidal) and not cfg.encoding.get("learnable", False))
     )
-    if trained_table and cfg.encoding.max_len < data.max_len:
+    if trained_table and cfg.encoding.max_positions < data.max_positions:
         raise ConfigError(
-            f"encoding.max_len={cfg.encoding.max_len} is shorter than data.max_len={data.max_len}, "
-            "the longest input evaluated: a trained table has no rows past its length; leave "
-            "encoding.max_len at ${data.max_len}"
+            f"encoding.max_positions={cfg.encoding.max_positions} is shorter than "
+            f"data.max_positions={data.max_positions}, the longest input evaluated: a trained table has no rows "
+            "past its length; leave encoding.max_positions at ${data.max_positions}"
         )
     if "eval_factors" in data and hasattr(task, "longest_input"):
         longest = task.longest_input(data.length, list(data.eval_factors))
-        if data.max_len < longest:
+        if data.max_positions < longest:
             raise ConfigError(
-                f"data.max_len={data.max_len} is shorter than the longest evaluation input ({longest} "
-                "positions, from data.length and data.eval_factors): leave data.max_len at its default"
+                f"data.max_positions={data.max_positions} is shorter than the longest evaluation input ({longest} "
+                "positions, from data.length and data.eval_factors): leave data.max_positions at its default"
             )
 
 
@@ -220,13 +151,34 @@ def check_checkpoint(path: str) -> None:
         raise ConfigError(f"ckpt_path={path} is not a Lightning checkpoint (no state_dict/epoch)")
 
 
+# Old spellings of renamed keys and options (one name per concept): refused with the new name.
+RENAMED = {
+    "data.context_size": "data.length",
+    "model.context_size": "model.length",
+    "data.max_len": "data.max_positions",
+    "encoding.max_len": "encoding.max_positions",
+    "experiment=seed": "experiment=toy",
+}
+
+
+def check_renamed(overrides: Sequence[str]) -> None:
+    """One line for an override that uses a renamed key (``data.context_size=8``) or option (``experiment=seed``)."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        old = key if key in RENAMED else f"{key}={value}"
+        if old in RENAMED:
+            new = RENAMED[old]
+            raise ConfigError(f"{old} was renamed to {new}: use {new if '=' in new else f'{new}={value}'}")
+
+
 _GROUP_CHOICE = re.compile(r"^[+~]?([\w/]+)=([\w,./-]+)$")
 
 
 def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
     """Reject ``group=option`` overrides naming an option that has no ``conf/group/option.yaml``.
 
-    Hydra would fail too, but with a screenful; this says it in one line. Only plain and comma-separated
+    Hydra would fail too, but with a screenful; this says it in one line. Files whose names start with ``_``
+    are bases that options share (``conf/data/_tokens.yaml``), not options. Only plain and comma-separated
     choices of groups under ``conf/`` are checked; Hydra's own groups and sweep functions are left to it.
     """
     for override in overrides:
@@ -234,7 +186,7 @@ def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR)
         if not match or match[1].startswith("hydra") or not (config_dir / match[1]).is_dir():
             continue
         group, options = match[1], match[2]
-        allowed = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        allowed = sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
         for option in options.split(","):
             if option != "null" and option not in allowed:
                 raise ConfigError(f"{group}={option} is not an option of '{group}': allowed {', '.join(allowed)}")
@@ -350,7 +302,7 @@ def derived_from(cfg: DictConfig, key: str) -> str | None:
 def check_override_values(overrides: Sequence[str], cfg: DictConfig) -> None:
     """What types alone let through: a bool key set to anything but ``true``/``false`` (OmegaConf reads ``1``
     as true), and an override of a derived key (one whose value copies another key, such as
-    ``model.context_size: ${data.context_size}``), which would part it from the key it must equal."""
+    ``model.length: ${data.length}``), which would part it from the key it must equal."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     base = None

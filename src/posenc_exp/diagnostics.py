@@ -24,9 +24,8 @@ from torch import Tensor
 
 from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.models import AttentionStack
-from posenc_exp.report import write_json
+from posenc_exp.rundir import DIAGNOSTICS_FILE, write_json
 
-DIAGNOSTICS_FILE = "diagnostics.json"
 # How many times Diagnostics.measure ran in this process: the "nothing is computed when off" test counts it.
 MEASUREMENTS = {"count": 0}
 
@@ -147,7 +146,7 @@ def attention_parameter_count(
         once        V d  (tokens)  or 2 d (scalars)  embedding (nn.Embedding, or Linear(1, d))
                   + V d + V (tokens) or d + 1        read-out
                   + 2 d if norm == "pre"             final LayerNorm
-                  + encoding_parameters              learned table (max_len d), T5 buckets (B H), else 0
+                  + encoding_parameters              learned table (max_positions d), T5 buckets (B H), else 0
 
     So the count grows *linearly* in the depth, by ``4 d^2 + 4 d`` per attention-only layer (the seed's
     claim 1 is about this slope).
@@ -187,7 +186,7 @@ class Diagnostics(L.Callback):
     The TensorBoard step is the number of completed epochs: step 0 is measured at the start of training
     (the initialisation), step ``e`` after epoch ``e``. Every step's values also go to ``<run
     dir>/diagnostics.json`` (``{"parameters": n, "epochs": [{"epoch": step, "<tag>": value, ...}, ...]}``,
-    written atomically), what ``python -m posenc_exp.figures`` reads. The history is part of the callback's
+    written atomically), what ``python -m posenc_exp.analysis.figures`` reads. The history is part of the callback's
     state, so a resumed run continues it. Without a TensorBoardLogger (e.g. under ``fast_dev_run``) it does
     nothing.
     """
@@ -198,7 +197,7 @@ class Diagnostics(L.Callback):
 
     @classmethod
     def check_config(cls, config: Any, key: str = "callbacks.diagnostics") -> None:
-        from posenc_exp.config import require_int
+        from posenc_exp.checks import require_int
 
         require_int(f"{key}.n_examples", config.n_examples, 1)
 

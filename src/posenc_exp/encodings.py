@@ -17,11 +17,12 @@ For the snapshot callback (``posenc_exp.callbacks.EncodingSnapshot``) every enco
 
 - ``snapshot()``: the tensor recorded in ``metrics.json`` and tracked over training (histogram, distance
   from its initial value, per-row history), or ``None``: the table for :class:`LearnedAbsolute` and
-  :class:`Sinusoidal` (``(max_len, d_model)``), the bucket table for :class:`T5Bias`
+  :class:`Sinusoidal` (``(max_positions, d_model)``), the bucket table for :class:`T5Bias`
   (``(num_buckets, heads)``), ``None`` for :class:`NoPE`, :class:`RoPE` and :class:`ALiBi`, which have no
   table (RoPE's frequencies and ALiBi's slopes are fixed and shown as images instead);
 - ``snapshot_histograms()``: name -> values for TensorBoard histograms;
-- ``snapshot_images()``: name -> ``(H, W, 3)`` uint8 image for TensorBoard.
+- ``snapshot_maps(n)``: name -> a numeric map over at most ``n`` positions (2-D, or a stack of one 2-D map per
+  head), which ``posenc_exp.images`` renders as TensorBoard images.
 """
 
 from __future__ import annotations
@@ -34,20 +35,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posenc_exp.images import heatmap_rgb, tile_heatmaps
+from posenc_exp.checks import require_int, require_number, require_parameters
+from posenc_exp.errors import ConfigError, LengthError
 
-# Snapshot images show at most this many positions, and aim at about this many pixels per side.
-IMAGE_POSITIONS = 64
-IMAGE_PIXELS = 256
-
-
-class LengthError(ValueError):
-    """An encoding was asked for a position it cannot represent."""
-
-
-def _cell(n_rows: int, n_cols: int, pixels: int = IMAGE_PIXELS) -> tuple[int, int]:
-    """Pixels per entry (1 to 8) so that ``n_rows x n_cols`` entries make an image about ``pixels`` a side."""
-    return (max(1, min(8, pixels // n_rows)), max(1, min(8, pixels // n_cols)))
+# Positions an encoding without a table of its own covers when no max_positions is given (snapshots, caches).
+DEFAULT_POSITIONS = 64
 
 
 class PositionalEncoding(nn.Module):
@@ -76,8 +68,9 @@ class PositionalEncoding(nn.Module):
         current = self.snapshot()
         return {} if current is None else {"values": current}
 
-    def snapshot_images(self) -> dict[str, np.ndarray]:
-        """Name -> ``(H, W, 3)`` uint8 image for TensorBoard; none by default."""
+    def snapshot_maps(self, n_positions: int) -> dict[str, np.ndarray]:
+        """Name -> a map over at most ``n_positions`` positions for TensorBoard images: a 2-D array, or a 3-D
+        stack of 2-D maps shown side by side on one scale; none by default."""
         return {}
 
     @property
@@ -97,20 +90,20 @@ class NoPE(PositionalEncoding):
 class AbsoluteTable(PositionalEncoding):
     """An absolute table ``P`` with one row per position, added to the input: ``x_i <- x_i + P_i``.
 
-    ``table`` holds the rows (a Parameter or a buffer); ``max_len`` rows are what ``snapshot()`` records.
+    ``table`` holds the rows (a Parameter or a buffer); ``max_positions`` rows are what ``snapshot()`` records.
     """
 
     option: ClassVar[str]  # the option name in conf/encoding, for error messages
     table: Tensor
-    max_len: int
+    max_positions: int
 
     def rows(self, length: int) -> Tensor:
         """The first ``length`` rows; :class:`LengthError` if the table has fewer."""
         if length > len(self.table):
             raise LengthError(
-                f"encoding={self.option} has a table of encoding.max_len={len(self.table)} positions (set from "
-                f"data.max_len) and cannot encode a sequence of length {length}; raise data.max_len or use an "
-                "encoding without a trained table (sinusoidal, rope, alibi, t5, none)"
+                f"encoding={self.option} has a table of encoding.max_positions={len(self.table)} positions (set "
+                f"from data.max_positions) and cannot encode a sequence of length {length}; raise data.max_positions "
+                "or use an encoding without a trained table (sinusoidal, rope, alibi, t5, none)"
             )
         return self.table[:length]
 
@@ -118,9 +111,9 @@ class AbsoluteTable(PositionalEncoding):
         return x + self.rows(x.shape[-2]).to(x.dtype)
 
     def snapshot(self) -> Tensor:
-        return self.table[: self.max_len].detach().cpu().clone()
+        return self.table[: self.max_positions].detach().cpu().clone()
 
-    def snapshot_images(self) -> dict[str, np.ndarray]:
+    def snapshot_maps(self, n_positions: int) -> dict[str, np.ndarray]:
         """``table``: position (rows) x dimension; ``cosine_similarity``: ``cos(P_i, P_j)`` between positions.
 
         None for a width-1 table (the seed's vector): its cosines are only signs, and the snapshot callback's
@@ -128,20 +121,16 @@ class AbsoluteTable(PositionalEncoding):
         """
         if self.table.shape[1] == 1:
             return {}
-        table = self.table[: min(self.max_len, IMAGE_POSITIONS)].detach().float().cpu()
+        table = self.table[: min(self.max_positions, n_positions)].detach().float().cpu()
         unit = nn.functional.normalize(table, dim=1)
-        similarity = (unit @ unit.T).numpy()
-        return {
-            "table": heatmap_rgb(table.numpy(), _cell(*table.shape)),
-            "cosine_similarity": heatmap_rgb(similarity, _cell(*similarity.shape)),
-        }
+        return {"table": table.numpy(), "cosine_similarity": (unit @ unit.T).numpy()}
 
 
 class LearnedAbsolute(AbsoluteTable):
-    """A trainable absolute table ``P in R^{max_len x d_model}``: ``x_i <- x_i + P_i``.
+    """A trainable absolute table ``P in R^{max_positions x d_model}``: ``x_i <- x_i + P_i``.
 
     Initialised ``P_ij ~ N(0, init_std^2)``. With ``d_model = 1`` on the feed-forward model this is exactly
-    the seed's trainable vector of ``context_size`` values. Positions past ``max_len`` raise
+    the seed's trainable vector of ``length`` values. Positions past ``max_positions`` raise
     :class:`LengthError`. Source: Gehring et al., "Convolutional Sequence to Sequence Learning", ICML 2017
     (learned position embeddings).
     """
@@ -150,19 +139,18 @@ class LearnedAbsolute(AbsoluteTable):
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
-        """``max_len``, ``d_model`` >= 1, ``init_std`` finite >= 0, the ``max_len x d_model`` table in memory."""
-        from posenc_exp.config import require_int, require_number, require_parameters
-
-        require_int("encoding.max_len", encoding.max_len, 1)
+        """``max_positions``, ``d_model`` >= 1, ``init_std`` finite >= 0, the ``max_positions x d_model`` table in
+        memory."""
+        require_int("encoding.max_positions", encoding.max_positions, 1)
         require_int("encoding.d_model", encoding.d_model, 1)
         require_number("encoding.init_std", encoding.init_std, low=0, allowed="a finite number >= 0", inclusive=True)
-        keys = f"encoding.max_len={encoding.max_len} encoding.d_model={encoding.d_model}"
-        require_parameters(keys, encoding.max_len * encoding.d_model)
+        keys = f"encoding.max_positions={encoding.max_positions} encoding.d_model={encoding.d_model}"
+        require_parameters(keys, encoding.max_positions * encoding.d_model)
 
-    def __init__(self, max_len: int, d_model: int = 1, init_std: float = 1.0) -> None:
+    def __init__(self, max_positions: int, d_model: int = 1, init_std: float = 1.0) -> None:
         super().__init__()
-        self.max_len = max_len
-        self.table = nn.Parameter(torch.randn(max_len, d_model) * init_std)
+        self.max_positions = max_positions
+        self.table = nn.Parameter(torch.randn(max_positions, d_model) * init_std)
 
 
 def sinusoid_table(length: int, d_model: int, base: float = 10000.0) -> Tensor:
@@ -183,8 +171,8 @@ class Sinusoidal(AbsoluteTable):
         PE(pos, 2i+1) = cos(pos / 10000^(2i / d_model)),    x_pos <- x_pos + PE(pos)
 
     Fixed by default (a buffer, not saved in checkpoints): it serves any length, the table is extended on
-    demand; ``max_len`` only sizes the initial table and what ``snapshot()`` records. With
-    ``learnable=True`` the table is a Parameter of ``max_len`` rows initialised from the sinusoid, and
+    demand; ``max_positions`` only sizes the initial table and what ``snapshot()`` records. With
+    ``learnable=True`` the table is a Parameter of ``max_positions`` rows initialised from the sinusoid, and
     positions past it raise :class:`LengthError`. ``base`` is the paper's 10000.
     """
 
@@ -192,20 +180,18 @@ class Sinusoidal(AbsoluteTable):
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
-        """``d_model``, ``max_len`` >= 1, ``base`` > 1 (so the wavelengths grow with the dimension), the
-        ``max_len x d_model`` table in memory."""
-        from posenc_exp.config import require_int, require_number, require_parameters
-
+        """``d_model``, ``max_positions`` >= 1, ``base`` > 1 (so the wavelengths grow with the dimension), the
+        ``max_positions x d_model`` table in memory."""
         require_int("encoding.d_model", encoding.d_model, 1)
-        require_int("encoding.max_len", encoding.max_len, 1)
+        require_int("encoding.max_positions", encoding.max_positions, 1)
         require_number("encoding.base", encoding.base, low=1, allowed="a finite number > 1")
-        keys = f"encoding.max_len={encoding.max_len} encoding.d_model={encoding.d_model}"
-        require_parameters(keys, encoding.max_len * encoding.d_model)
+        keys = f"encoding.max_positions={encoding.max_positions} encoding.d_model={encoding.d_model}"
+        require_parameters(keys, encoding.max_positions * encoding.d_model)
 
-    def __init__(self, d_model: int, max_len: int, learnable: bool = False, base: float = 10000.0) -> None:
+    def __init__(self, d_model: int, max_positions: int, learnable: bool = False, base: float = 10000.0) -> None:
         super().__init__()
-        self.d_model, self.max_len, self.learnable, self.base = d_model, max_len, learnable, base
-        table = sinusoid_table(max_len, d_model, base)
+        self.d_model, self.max_positions, self.learnable, self.base = d_model, max_positions, learnable, base
+        table = sinusoid_table(max_positions, d_model, base)
         if learnable:
             self.table = nn.Parameter(table)
         else:
@@ -236,10 +222,8 @@ class RoPE(PositionalEncoding):
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
-        """``n_heads`` dividing ``d_model`` into an even head width (pairs are rotated), ``max_len`` >= 1, ``base``
-        > 1, and the ``max_len x d_head/2`` angle cache in memory."""
-        from posenc_exp.config import ConfigError, require_int, require_number, require_parameters
-
+        """``n_heads`` dividing ``d_model`` into an even head width (pairs are rotated), ``max_positions`` >= 1,
+        ``base`` > 1, and the ``max_positions x d_head/2`` angle cache in memory."""
         require_int("encoding.d_model", encoding.d_model, 1)
         require_int("encoding.n_heads", encoding.n_heads, 1)
         d_model, n_heads = encoding.d_model, encoding.n_heads
@@ -248,11 +232,15 @@ class RoPE(PositionalEncoding):
                 f"encoding=rope rotates pairs of dimensions: the head width model.d_model/model.n_heads="
                 f"{d_model}/{n_heads} must be a whole, even number"
             )
-        require_int("encoding.max_len", encoding.max_len, 1)
+        require_int("encoding.max_positions", encoding.max_positions, 1)
         require_number("encoding.base", encoding.base, low=1, allowed="a finite number > 1")
-        require_parameters(f"encoding.max_len={encoding.max_len}", encoding.max_len * d_model // n_heads / 8)
+        require_parameters(
+            f"encoding.max_positions={encoding.max_positions}", encoding.max_positions * d_model // n_heads / 8
+        )
 
-    def __init__(self, d_model: int, n_heads: int, max_len: int = IMAGE_POSITIONS, base: float = 10000.0) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, max_positions: int = DEFAULT_POSITIONS, base: float = 10000.0
+    ) -> None:
         super().__init__()
         d_head = d_model // n_heads
         if d_model % n_heads or d_head % 2:
@@ -260,9 +248,9 @@ class RoPE(PositionalEncoding):
                 f"encoding=rope rotates pairs of the head dimension model.d_model/model.n_heads="
                 f"{d_model}/{n_heads}; expected n_heads to divide d_model into an even head dimension"
             )
-        self.max_len, self.d_head, self.base = max_len, d_head, base
+        self.max_positions, self.d_head, self.base = max_positions, d_head, base
         self.register_buffer("frequencies", self._frequencies(None).float(), persistent=False)
-        self.register_buffer("angles", self._angles(max_len, None), persistent=False)
+        self.register_buffer("angles", self._angles(max_positions, None), persistent=False)
 
     def _frequencies(self, device: torch.device | None) -> Tensor:
         """``theta_i = base^(-2i/d)``, float64."""
@@ -298,17 +286,16 @@ class RoPE(PositionalEncoding):
         """``log10_frequency``: ``log10 theta_i``, evenly spread over ``[-4 (d-2)/d, 0]``."""
         return {"log10_frequency": self.frequencies.log10().cpu()}
 
-    def snapshot_images(self) -> dict[str, np.ndarray]:
+    def snapshot_maps(self, n_positions: int) -> dict[str, np.ndarray]:
         """``rotation``: ``cos(m theta_i)``, position ``m`` (rows) x frequency ``i`` (columns)."""
-        cos = self.angles_for(min(self.max_len, IMAGE_POSITIONS)).cos().cpu().numpy()
-        return {"rotation": heatmap_rgb(cos, _cell(*cos.shape))}
+        return {"rotation": self.angles_for(min(self.max_positions, n_positions)).cos().cpu().numpy()}
 
 
 class BiasEncoding(PositionalEncoding):
     """Base of the bias families: an image of the bias of each head over ``n x n`` positions."""
 
     acts_on = "bias"
-    max_len: int
+    max_positions: int
     causal: bool
 
     _per_shape: tuple[tuple[int, int, torch.device], Tensor] | None = None
@@ -331,12 +318,11 @@ class BiasEncoding(PositionalEncoding):
         return query[:, None] - key[None, :]
 
     @torch.no_grad()
-    def snapshot_images(self) -> dict[str, np.ndarray]:
-        """``bias``: each head's bias over ``n x n`` positions (query rows, key columns), heads side by side
-        on one shared scale, ``n = min(max_len, 64)``."""
-        n = min(self.max_len, IMAGE_POSITIONS)
-        bias = self.attention_bias(n, n).float().cpu().numpy()
-        return {"bias": tile_heatmaps(list(bias), _cell(n, n, IMAGE_PIXELS // 2))}
+    def snapshot_maps(self, n_positions: int) -> dict[str, np.ndarray]:
+        """``bias``: each head's bias over ``n x n`` positions (query rows, key columns), one map per head,
+        ``n = min(max_positions, n_positions)``."""
+        n = min(self.max_positions, n_positions)
+        return {"bias": self.attention_bias(n, n).float().cpu().numpy()}
 
 
 def alibi_slopes(n_heads: int) -> list[float]:
@@ -365,15 +351,13 @@ class ALiBi(BiasEncoding):
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
-        """``n_heads`` and ``max_len`` >= 1."""
-        from posenc_exp.config import require_int
-
+        """``n_heads`` and ``max_positions`` >= 1."""
         require_int("encoding.n_heads", encoding.n_heads, 1)
-        require_int("encoding.max_len", encoding.max_len, 1)
+        require_int("encoding.max_positions", encoding.max_positions, 1)
 
-    def __init__(self, n_heads: int, causal: bool = False, max_len: int = IMAGE_POSITIONS) -> None:
+    def __init__(self, n_heads: int, causal: bool = False, max_positions: int = DEFAULT_POSITIONS) -> None:
         super().__init__()
-        self.n_heads, self.causal, self.max_len = n_heads, causal, max_len
+        self.n_heads, self.causal, self.max_positions = n_heads, causal, max_positions
         self.register_buffer("slopes", torch.tensor(alibi_slopes(n_heads))[:, None, None], persistent=False)
 
     def distance(self, n_query: int, n_key: int) -> Tensor:
@@ -425,13 +409,11 @@ class T5Bias(BiasEncoding):
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
-        """``n_heads``, ``max_len`` >= 1; per direction at least 2 buckets, so that one is exact
+        """``n_heads``, ``max_positions`` >= 1; per direction at least 2 buckets, so that one is exact
         (``max_exact = buckets per direction / 2 >= 1``), and ``max_distance > max_exact`` (the log-spaced
         buckets divide by ``log(max_distance / max_exact)``); ``init_std`` finite >= 0; the table in memory."""
-        from posenc_exp.config import require_int, require_number, require_parameters
-
         require_int("encoding.n_heads", encoding.n_heads, 1)
-        require_int("encoding.max_len", encoding.max_len, 1)
+        require_int("encoding.max_positions", encoding.max_positions, 1)
         directions = 1 if encoding.causal else 2
         require_int(
             "encoding.num_buckets",
@@ -457,10 +439,10 @@ class T5Bias(BiasEncoding):
         num_buckets: int = 32,
         max_distance: int = 128,
         init_std: float = 0.1,
-        max_len: int = IMAGE_POSITIONS,
+        max_positions: int = DEFAULT_POSITIONS,
     ) -> None:
         super().__init__()
-        self.n_heads, self.causal, self.max_len = n_heads, causal, max_len
+        self.n_heads, self.causal, self.max_positions = n_heads, causal, max_positions
         self.num_buckets, self.max_distance = num_buckets, max_distance
         self.relative_bias = nn.Embedding(num_buckets, n_heads)
         nn.init.normal_(self.relative_bias.weight, std=init_std)

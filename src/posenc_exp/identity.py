@@ -26,7 +26,7 @@ def max_fold_difference(net: FeedForward, n_windows: int = 10_000, seed: int = 0
     ``|W1 p|`` is large, since the two sides round ``W1 x + W1 p + b1`` in a different order.
     """
     net = copy.deepcopy(net).to(dtype)
-    x = torch.randn(n_windows, net.context_size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    x = torch.randn(n_windows, net.length, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     with torch.no_grad():
         return (net(x) - net.fold_encoding()(x)).abs().max().item()
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(
             f"error: checkpoint={args.checkpoint} holds a {type(net).__name__}; the identity is for model=feedforward"
         )
-    p = net.encoding(torch.zeros(1, net.context_size, 1)).flatten()
+    p = net.encoding(torch.zeros(1, net.length, 1)).flatten()
     shift = net.hidden.weight.detach() @ p
     print(f"encoding p: {[round(v, 4) for v in p.tolist()]}")
     print(f"|p| = {p.norm():.4f}; folded into the first bias it moves b1 by |W1 p| = {shift.norm():.4f}")

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from posenc_exp.encodings import PositionalEncoding
+
+# Snapshot images show at most this many positions, and aim at about this many pixels per side.
+IMAGE_POSITIONS = 64
+IMAGE_PIXELS = 256
 
 # A diverging blue-white-red ramp: negative values blue, zero white, positive red.
 _BLUE = np.array([33, 102, 172], dtype=np.float64)
@@ -39,3 +48,21 @@ def tile_heatmaps(matrices: list[np.ndarray], cell: tuple[int, int] = (8, 8), ga
     separator = np.broadcast_to(_GREY, (tiles[0].shape[0], gap, 3))
     parts = [part for tile in tiles for part in (tile, separator)][:-1]
     return np.concatenate(parts, axis=1)
+
+
+def cell_pixels(n_rows: int, n_cols: int, pixels: int = IMAGE_PIXELS) -> tuple[int, int]:
+    """Pixels per entry (1 to 8) so that ``n_rows x n_cols`` entries make an image about ``pixels`` a side."""
+    return (max(1, min(8, pixels // n_rows)), max(1, min(8, pixels // n_cols)))
+
+
+def render_map(values: np.ndarray) -> np.ndarray:
+    """An encoding's map as an RGB image: a 2-D map as one heatmap about ``IMAGE_PIXELS`` a side, a 3-D stack
+    (one map per head) as tiles about half that, side by side on one shared scale."""
+    if values.ndim == 2:
+        return heatmap_rgb(values, cell_pixels(*values.shape))
+    return tile_heatmaps(list(values), cell_pixels(*values.shape[1:], IMAGE_PIXELS // 2))
+
+
+def snapshot_images(encoding: PositionalEncoding) -> dict[str, np.ndarray]:
+    """Name -> ``(H, W, 3)`` uint8 image of each of the encoding's maps over at most ``IMAGE_POSITIONS``."""
+    return {name: render_map(values) for name, values in encoding.snapshot_maps(IMAGE_POSITIONS).items()}

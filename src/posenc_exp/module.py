@@ -12,10 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_exact_match
 
 from posenc_exp.data.tokens import IGNORE
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+from posenc_exp.errors import NonFiniteLossError
 
 
 class PosEncModule(L.LightningModule):

@@ -42,7 +42,7 @@ def build_module(encoding: str, args: argparse.Namespace) -> PosEncModule:
         f"model.depth={args.depth}",
         "model.causal=true",
         f"data.vocab_size={args.vocab_size}",
-        f"data.max_len={args.length}",
+        f"data.max_positions={args.length}",
     ]
     cfg = compose_train(overrides)
     torch.manual_seed(args.seed)

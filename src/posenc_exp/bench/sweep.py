@@ -30,7 +30,7 @@ from pathlib import Path
 from joblib import cpu_count
 
 from posenc_exp import CONFIG_DIR
-from posenc_exp.report import METRICS_FILE
+from posenc_exp.rundir import METRICS_FILE
 
 
 def run_sweep(sweep_dir: Path, jobs: int, epochs: int, launcher: list[str]) -> tuple[float, list[dict]]:

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from posenc_exp.checks import is_number, require_int, require_memory, require_number
 from posenc_exp.data.lengths import WindowTask, eval_lengths
+from posenc_exp.errors import ConfigError
 
 
 def is_stationary(coefficients: Sequence[float]) -> bool:
@@ -37,8 +39,6 @@ class AutoregressiveWindows(WindowTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError, is_number, require_int, require_memory, require_number
-
         super().check_config(data)
         coefficients = list(data.coefficients)
         finite = all(is_number(a) and math.isfinite(a) for a in coefficients)
@@ -54,10 +54,10 @@ class AutoregressiveWindows(WindowTask):
             )
         require_number("data.sigma", data.sigma, low=0, allowed="a finite noise level > 0")
         require_int("data.burn_in", data.burn_in, 0, allowed="an integer >= 0")
-        series = data.n_train + data.n_val * len(eval_lengths(data.length, data.eval_factors))
-        longest = max(eval_lengths(data.length, data.eval_factors))
+        lengths = eval_lengths(data.length, data.eval_factors)
+        series = data.n_train + data.n_val * len(lengths)
         require_memory(
-            f"data.burn_in={data.burn_in}", 8 * series * (data.burn_in + longest + 1), "the simulated series"
+            f"data.burn_in={data.burn_in}", 8 * series * (data.burn_in + max(lengths) + 1), "the simulated series"
         )
 
     def sample(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

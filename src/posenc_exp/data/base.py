@@ -15,6 +15,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from posenc_exp.checks import require_int
+
 
 def _rank_and_world() -> tuple[int, int]:
     dist = torch.distributed
@@ -85,7 +87,7 @@ class SyntheticDataModule(L.LightningDataModule):
     """A generated, seeded, in-memory task.
 
     Subclasses implement :meth:`generate`, returning ``{"train": (x, y), "val": (x, y), ...}``. The data
-    seed is the module's own, separate from the initialisation seed. ``max_len`` is the longest sequence
+    seed is the module's own, separate from the initialisation seed. ``max_positions`` is the longest sequence
     the model will be fed, training or evaluation; encodings with a table size it by this. Validation
     loaders yield one whole split as a single batch (with a chunk dimension of one); tasks evaluated at
     several lengths (``posenc_exp.data.lengths``) have one validation loader per length.
@@ -97,16 +99,16 @@ class SyntheticDataModule(L.LightningDataModule):
     @property
     def train_length(self) -> int:
         """The training length, in the task's own unit (window values, or items for token tasks)."""
-        return self.max_len
+        return self.max_positions
 
     @property
     def eval_lengths(self) -> list[int]:
         """The lengths validated, one validation dataloader each, in order (here: the training length)."""
         return [self.train_length]
 
-    def __init__(self, batch_size: int, chunk_steps: int, seed: int, max_len: int) -> None:
+    def __init__(self, batch_size: int, chunk_steps: int, seed: int, max_positions: int) -> None:
         super().__init__()
-        self.max_len = max_len
+        self.max_positions = max_positions
         self.batch_size = batch_size
         self.chunk_steps = chunk_steps
         self.seed = seed
@@ -116,12 +118,9 @@ class SyntheticDataModule(L.LightningDataModule):
     def check_config(cls, data: Any) -> None:
         """The ``data`` config's ranges, each as a ``ConfigError`` naming the key; subclasses add their own
         (and call this). Called on the resolved config before anything is built or written."""
-        from posenc_exp.config import require_int
-
         require_int("data.batch_size", data.batch_size, 1)
         require_int("data.chunk_steps", data.chunk_steps, 1)
         require_int("data.seed", data.seed, 0, 2**32 - 1)
-        require_int("data.max_len", data.max_len, 1)
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         raise NotImplementedError

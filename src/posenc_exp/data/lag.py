@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posenc_exp.checks import require_int
 from posenc_exp.data.lengths import WindowTask
 
 
@@ -25,8 +26,6 @@ class LagWindows(WindowTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import require_int
-
         super().check_config(data)
         require_int("data.lag", data.lag, 1, data.length, f"an integer, 1 <= lag <= data.length={data.length}")
 

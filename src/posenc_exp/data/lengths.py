@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posenc_exp.checks import is_number, require_int, require_memory
 from posenc_exp.data.base import ChunkedBatches, SyntheticDataModule
+from posenc_exp.errors import ConfigError
 
 
 def eval_lengths(length: int, factors: Sequence[float]) -> list[int]:
@@ -32,7 +34,7 @@ class LengthGeneralizationTask(SyntheticDataModule):
     """
 
     def __init__(self, length: int, eval_factors: Sequence[float], n_train: int, n_val: int, **common: Any) -> None:
-        """``common``: the :class:`SyntheticDataModule` arguments (batch_size, chunk_steps, seed, max_len)."""
+        """``common``: the :class:`SyntheticDataModule` arguments (batch_size, chunk_steps, seed, max_positions)."""
         super().__init__(**common)
         self.length = length
         self.eval_factors = list(eval_factors)
@@ -45,15 +47,14 @@ class LengthGeneralizationTask(SyntheticDataModule):
 
     @classmethod
     def longest_input(cls, length: int, factors: Sequence[float]) -> int:
-        """The longest input over the evaluation lengths: what ``data.max_len`` defaults to."""
+        """The longest input over the evaluation lengths: what ``data.max_positions`` defaults to."""
         return cls.input_length(max(eval_lengths(length, factors)))
 
     @classmethod
     def check_config(cls, data: Any) -> None:
         """``length``, ``n_train``, ``n_val`` >= 1, finite ``eval_factors`` > 0, and the splits in memory: their
-        inputs and targets, 8 bytes a position (int64 tokens; float32 windows need less)."""
-        from posenc_exp.config import ConfigError, is_number, require_int, require_memory
-
+        inputs and targets, 8 bytes a position (int64 tokens; float32 windows need less). Subclasses add their
+        own checks (and call this)."""
         super().check_config(data)
         require_int("data.length", data.length, 1)
         require_int("data.n_train", data.n_train, 1)
@@ -65,10 +66,8 @@ class LengthGeneralizationTask(SyntheticDataModule):
             )
         lengths = eval_lengths(data.length, factors)
         positions = data.n_train * cls.input_length(data.length) + data.n_val * sum(map(cls.input_length, lengths))
-        keys = (
-            f"data.n_train={data.n_train} data.n_val={data.n_val} data.length={data.length} data.eval_factors={factors}"
-        )
-        require_memory(keys, 2 * 8 * positions, "the training and validation splits")
+        keys = f"data.n_train={data.n_train} data.n_val={data.n_val} data.length={data.length}"
+        require_memory(f"{keys} data.eval_factors={factors}", 2 * 8 * positions, "the training and validation splits")
 
     @property
     def train_length(self) -> int:
@@ -99,18 +98,4 @@ class LengthGeneralizationTask(SyntheticDataModule):
 
 class WindowTask(LengthGeneralizationTask):
     """A task on windows of scalars, ``x`` ``(count, n)`` float and ``y`` ``(count,)``: what both the
-    feed-forward and the attention model read. ``context_size`` is the feed-forward model's name for the
-    training window length; the config sets it to ``length`` and it must stay equal to it."""
-
-    def __init__(self, *, context_size: int | None = None, **task: Any) -> None:
-        super().__init__(**task)
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
-
-        super().check_config(data)
-        if data.get("context_size", data.length) != data.length:
-            raise ConfigError(
-                f"data.context_size={data.context_size} must equal data.length={data.length}: set data.length instead"
-            )
+    feed-forward and the attention model read."""

@@ -30,7 +30,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from posenc_exp.checks import require_int
 from posenc_exp.data.lengths import LengthGeneralizationTask, eval_lengths
+from posenc_exp.errors import ConfigError
 
 PAD, SEP, FIRST_SYMBOL = 0, 1, 2
 IGNORE = -100
@@ -59,8 +61,6 @@ class TokenTask(LengthGeneralizationTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import require_int
-
         super().check_config(data)
         require_int(
             "data.vocab_size",
@@ -146,8 +146,6 @@ class AssociativeRecall(TokenTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        from posenc_exp.config import ConfigError
-
         super().check_config(data)
         n_keys, longest = (data.vocab_size - FIRST_SYMBOL) // 2, max(eval_lengths(data.length, data.eval_factors))
         if longest > n_keys:

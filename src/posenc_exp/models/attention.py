@@ -48,7 +48,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from posenc_exp.checks import require_choice, require_int, require_parameters
 from posenc_exp.encodings import PositionalEncoding, sinusoid_table
+from posenc_exp.errors import ConfigError
 
 NORMS = ("pre", "post", "none")
 
@@ -249,8 +251,6 @@ class AttentionStack(nn.Module):
         """Sizes >= 1, ``n_heads`` dividing ``d_model``, a known ``norm``, and the weights in memory:
         per layer ``4 d^2 + 4 d`` (attention) + ``2 r d^2 + (r + 1) d`` (MLP of ratio ``r``) + ``4 d`` (norms),
         plus the embedding and read-out (``2 V d + V`` for ``V`` tokens, ``3 d + 1`` for scalars)."""
-        from posenc_exp.config import ConfigError, require_choice, require_int, require_parameters
-
         for key in ("d_model", "n_heads", "depth", "mlp_ratio"):
             require_int(f"model.{key}", model[key], 1)
         require_choice("model.norm", model.norm, NORMS)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from posenc_exp.checks import require_int, require_parameters
 from posenc_exp.encodings import NoPE, PositionalEncoding
 
 
@@ -19,38 +20,36 @@ class FeedForward(nn.Module):
     without an encoding. Only input-acting encodings of width 1 fit this model.
     """
 
-    def __init__(self, context_size: int, n_hidden: int, encoding: PositionalEncoding) -> None:
+    def __init__(self, length: int, n_hidden: int, encoding: PositionalEncoding) -> None:
         super().__init__()
         if encoding.acts_on != "input":
             raise ValueError(
                 f"model=feedforward takes only input-added encodings (learned, sinusoidal, none); "
                 f"got one that acts on '{encoding.acts_on}'"
             )
-        self.context_size = context_size
+        self.length = length
         self.encoding = encoding
-        self.hidden = nn.Linear(context_size, n_hidden)
+        self.hidden = nn.Linear(length, n_hidden)
         self.out = nn.Linear(n_hidden, 1)
 
     @classmethod
     def check_config(cls, model: Any) -> None:
-        """``context_size`` and ``n_hidden`` >= 1, and the ``C * H + 2 H + 1`` weights in memory."""
-        from posenc_exp.config import require_int, require_parameters
-
-        require_int("model.context_size", model.context_size, 1)
+        """``length`` and ``n_hidden`` >= 1, and the ``L * H + 2 H + 1`` weights in memory."""
+        require_int("model.length", model.length, 1)
         require_int("model.n_hidden", model.n_hidden, 1)
-        keys = f"model.n_hidden={model.n_hidden} model.context_size={model.context_size}"
-        require_parameters(keys, (model.context_size + 2) * model.n_hidden + 1)
+        keys = f"model.n_hidden={model.n_hidden} model.length={model.length}"
+        require_parameters(keys, (model.length + 2) * model.n_hidden + 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``(batch, context_size)`` -> ``(batch,)``."""
+        """``x``: ``(batch, length)`` -> ``(batch,)``."""
         x = self.encoding(x.unsqueeze(-1)).squeeze(-1)
         return torch.tanh(self.out(torch.relu(self.hidden(x)))).squeeze(-1)
 
     @torch.no_grad()
     def fold_encoding(self) -> FeedForward:
         """An equivalent network with no encoding and first bias ``b1' = b1 + W1 p``."""
-        zeros = self.hidden.weight.new_zeros(1, self.context_size, 1)
-        position = self.encoding(zeros).reshape(self.context_size)
+        zeros = self.hidden.weight.new_zeros(1, self.length, 1)
+        position = self.encoding(zeros).reshape(self.length)
         folded = copy.deepcopy(self)
         folded.encoding = NoPE()
         folded.hidden.bias += self.hidden.weight @ position

@@ -23,7 +23,7 @@ class BestCheckpoint:
 
     @classmethod
     def check_config(cls, config: Any, key: str = "callbacks.model_checkpoint") -> None:
-        from posenc_exp.config import require_choice, require_int
+        from posenc_exp.checks import require_choice, require_int
 
         require_choice(f"{key}.mode", config.mode, ("min", "max"))
         require_int(f"{key}.save_top_k", config.save_top_k, -1, allowed="an integer >= -1 (-1: every epoch)")
@@ -53,7 +53,7 @@ class ProgressBar:
 
     @classmethod
     def check_config(cls, config: Any, key: str = "callbacks.progress_bar") -> None:
-        from posenc_exp.config import require_int
+        from posenc_exp.checks import require_int
 
         require_int(f"{key}.refresh_rate", config.refresh_rate, 0, allowed="an integer >= 0 (0: no bar)")
 

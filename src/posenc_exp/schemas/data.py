@@ -15,12 +15,12 @@ class Task:
     batch_size: int = MISSING
     chunk_steps: int = MISSING
     seed: int = MISSING
-    max_len: int = MISSING
+    max_positions: int = MISSING
 
 
 @dataclass
 class Random(Task):
-    context_size: int = MISSING
+    length: int = MISSING
     xlen: int = MISSING
     val_fraction: float = MISSING
 
@@ -36,17 +36,12 @@ class Lengths(Task):
 
 
 @dataclass
-class Windows(Lengths):
-    context_size: int = MISSING  # the feed-forward model's name for length
-
-
-@dataclass
-class Lag(Windows):
+class Lag(Lengths):
     lag: int = MISSING
 
 
 @dataclass
-class AR(Windows):
+class AR(Lengths):
     coefficients: list[float] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
     sigma: float = MISSING
     burn_in: int = MISSING
@@ -62,8 +57,5 @@ SCHEMAS = {
     "random": Random,
     "lag": Lag,
     "ar": AR,
-    "copy": Tokens,
-    "reverse": Tokens,
-    "sort": Tokens,
-    "recall": Tokens,
+    "tokens": Tokens,  # in conf/data/_tokens.yaml, the base of copy, reverse, sort and recall
 }

@@ -15,7 +15,7 @@ class NoPE:
 @dataclass
 class Learned:
     _target_: str = MISSING
-    max_len: int = MISSING
+    max_positions: int = MISSING
     d_model: int = MISSING
     init_std: float = MISSING
 
@@ -24,7 +24,7 @@ class Learned:
 class Sinusoidal:
     _target_: str = MISSING
     d_model: int = MISSING
-    max_len: int = MISSING
+    max_positions: int = MISSING
     learnable: bool = MISSING
     base: float = MISSING
 
@@ -34,7 +34,7 @@ class RoPE:
     _target_: str = MISSING
     d_model: int = MISSING
     n_heads: int = MISSING
-    max_len: int = MISSING
+    max_positions: int = MISSING
     base: float = MISSING
 
 
@@ -43,7 +43,7 @@ class ALiBi:
     _target_: str = MISSING
     n_heads: int = MISSING
     causal: bool = MISSING
-    max_len: int = MISSING
+    max_positions: int = MISSING
 
 
 @dataclass
@@ -54,7 +54,7 @@ class T5:
     num_buckets: int = MISSING
     max_distance: int = MISSING
     init_std: float = MISSING
-    max_len: int = MISSING
+    max_positions: int = MISSING
 
 
 SCHEMAS = {"none": NoPE, "learned": Learned, "sinusoidal": Sinusoidal, "rope": RoPE, "alibi": ALiBi, "t5": T5}

@@ -11,7 +11,7 @@ from omegaconf import MISSING
 @dataclass
 class FeedForward:
     _target_: str = MISSING
-    context_size: int = MISSING
+    length: int = MISSING
     n_hidden: int = MISSING
     encoding: Any = MISSING
 

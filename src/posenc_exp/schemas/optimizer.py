@@ -23,7 +23,7 @@ class Adam:
         ``lr / (1 - beta1)`` per weight in torch's implementation (``step_size = lr / bias_correction1``;
         ``beta1`` = 0.9 unless ``betas`` is set), so ``lr < 3.4e38 * (1 - beta1)``; beyond, torch fails with
         an overflow in its first step."""
-        from posenc_exp.config import require_number
+        from posenc_exp.checks import require_number
 
         beta1 = float(config.get("betas", [0.9, 0.999])[0])
         limit = FLOAT32_MAX * (1 - beta1)

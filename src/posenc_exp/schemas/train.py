@@ -27,7 +27,7 @@ class Train:
 
     @classmethod
     def check_config(cls, config: Any) -> None:
-        from posenc_exp.config import require_int
+        from posenc_exp.checks import require_int
 
         require_int("seed", config.seed, 0, MAX_SEED)
         if config.threads is not None:

@@ -31,7 +31,8 @@ class Trainer:
     def check_config(cls, config: Any) -> None:
         """Lightning's meaning of each key, as ranges Lightning itself does not enforce (it accepts
         ``check_val_every_n_epoch=0`` or ``log_every_n_steps=-1`` and then misbehaves)."""
-        from posenc_exp.config import ConfigError, is_int, require_choice, require_int
+        from posenc_exp.checks import is_int, require_choice, require_int
+        from posenc_exp.errors import ConfigError
 
         require_int("trainer.max_epochs", config.max_epochs, 1, MAX_EPOCHS)
         require_int("trainer.check_val_every_n_epoch", config.check_val_every_n_epoch, 1)

@@ -1,4 +1,4 @@
-"""The length-generalization table of a sweep: ``python -m posenc_exp.tables <sweep dir>``.
+"""The length-generalization table of a sweep: ``python -m posenc_exp.analysis.tables <sweep dir>``.
 
 One row per task (``data``) and encoding, one column per evaluation length as a multiple of the training
 length (tasks train at different lengths, so columns are factors: 1x, 1.25x, ...). Each cell is the mean ±
@@ -9,7 +9,7 @@ sample standard deviation over the seeds of the task's headline metric at that l
 - regression tasks: ``loss_gap``, the validation MSE minus the best achievable one, where the task knows it;
   else ``loss``.
 
-Runs are read with :mod:`posenc_exp.report` (its loading, grouping and formatting); rows keep the order in
+Runs are read with :mod:`posenc_exp.analysis.report` (its loading, grouping and formatting); rows keep the order in
 which the sweep ran them. Prints a markdown table.
 """
 
@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from posenc_exp.report import Cell, format_stat, group_cells, load_runs, markdown_table
+from posenc_exp.analysis.report import Cell, format_stat, group_cells, load_runs, markdown_table
 
 ROW_KEYS = ["data", "encoding"]
 
@@ -57,7 +57,7 @@ def length_table(sweep_dir: Path, token_metric: str = "seq_acc") -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m posenc_exp.tables", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m posenc_exp.analysis.tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. outputs/multiruns/<time>")
     parser.add_argument("--token-metric", choices=["seq_acc", "acc"], default="seq_acc")
     args = parser.parse_args(argv)

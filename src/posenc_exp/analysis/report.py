@@ -1,4 +1,4 @@
-"""The sweep report: ``python -m posenc_exp.report <sweep dir>``.
+"""The sweep report: ``python -m posenc_exp.analysis.report <sweep dir>``.
 
 Reads every job directory of a sweep (the directories holding ``.hydra/overrides.yaml``), then writes
 ``report.md``, ``report.csv`` and ``plots/*.png`` into the sweep directory and prints the tables.
@@ -14,7 +14,7 @@ Reads every job directory of a sweep (the directories holding ``.hydra/overrides
 - Runs without ``metrics.json`` are listed as failed (with the ``error.txt`` line ``posenc_exp.train``
   writes for a job that failed on bad input or a non-finite loss) or unfinished; they never stop the report.
 
-What marks a report *partial*: the :class:`SweepStatus` Hydra callback (``conf/hydra/default.yaml``)
+What marks a report *partial*: the :class:`posenc_exp.sweep.SweepStatus` Hydra callback (``conf/hydra/default.yaml``)
 writes ``<sweep dir>/sweep_status.json`` with ``"state": "running"`` and the launching process's pid and
 host when the sweep starts, and ``"finished"`` when Hydra's sweep returns. ``running`` with a live pid (or
 another host) means the sweep is still going; ``running`` with a dead pid means it stopped early (killed, or
@@ -39,45 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-METRICS_FILE = "metrics.json"  # a finished run's results (posenc_exp.train)
-FAILURE_FILE = "error.txt"  # the one-line error of a failed sweep job (posenc_exp.train)
-STATUS_FILE = "sweep_status.json"  # written by SweepStatus
+from posenc_exp.analysis.plots import grid, save
+from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, OVERRIDES_FILE, STATUS_FILE, flatten, parse_overrides
+
 ACTIVE_WINDOW_S = 600  # without STATUS_FILE: a job dir changed this recently counts as running
-IGNORED_KEYS = ("force",)  # overrides that do not change what a run computes
 PLOT_DIR = "plots"
-
-
-def write_json(path: Path, payload: dict[str, Any], indent: int | None = None) -> None:
-    """Write atomically (a temporary file, then a rename), so a crash never leaves a half-written file that
-    could pass for results or for a sweep's status."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=indent))
-    partial.replace(path)
 
 
 def is_replicate_key(key: str) -> bool:
     """Keys that replicate a configuration rather than change it: averaged over, not grouped by."""
     return key == "seed" or key.endswith(".seed")
-
-
-class SweepStatus(Callback):
-    """Hydra callback: ``<sweep dir>/sweep_status.json`` says whether the sweep is running or finished."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._write(config, "running")
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._write(config, "finished")
-
-    @staticmethod
-    def _write(config: DictConfig, state: str) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        status = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
-        write_json(sweep_dir / STATUS_FILE, status)
 
 
 def typed(value: str) -> int | float | str:
@@ -90,27 +63,9 @@ def typed(value: str) -> int | float | str:
     return value
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    """``["a.b=1", "+c=x"]`` -> ``{"a.b": "1", "c": "x"}``; ``~key`` deletions map to ``"<deleted>"``."""
-    parsed = {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key.startswith("~"):
-            parsed[key[1:]] = "<deleted>"
-        else:
-            parsed[key.lstrip("+")] = value
-    return {k: v for k, v in parsed.items() if k not in IGNORED_KEYS}
-
-
-def flatten_metrics(payload: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def flatten_metrics(payload: dict[str, Any]) -> dict[str, float]:
     """The numeric leaves of ``metrics.json``, nested keys joined by ``/`` (``eval/40/acc``); lists skipped."""
-    flat: dict[str, float] = {}
-    for key, value in payload.items():
-        if isinstance(value, dict):
-            flat.update(flatten_metrics(value, f"{prefix}{key}/"))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
+    return {k: float(v) for k, v in flatten(payload).items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 @dataclass
@@ -134,7 +89,7 @@ def newest_mtime(directory: Path) -> float:
 
 
 def load_run(job_dir: Path) -> Run:
-    overrides = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
+    overrides = OmegaConf.to_container(OmegaConf.load(job_dir / OVERRIDES_FILE))
     run = Run(job_dir, parse_overrides([str(o) for o in overrides or []]), modified=newest_mtime(job_dir))
     metrics_file, failure_file = job_dir / METRICS_FILE, job_dir / FAILURE_FILE
     if metrics_file.is_file():
@@ -220,12 +175,16 @@ def expected_jobs(sweep_dir: Path) -> int | None:
         if "optuna" in target:
             return int(sweeper.n_trials)
         if target.endswith("BasicSweeper"):
-            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
             from hydra.core.override_parser.overrides_parser import OverridesParser
 
+            # The basic sweeper runs the product of each key's values, a command-line key replacing the same
+            # key of the config's hydra.sweeper.params; counted with the public override parser.
             params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
             overrides = OverridesParser.create().parse_overrides([*params, *config.hydra.overrides.task])
-            return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+            sizes = {
+                o.get_key_element(): len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in overrides
+            }
+            return math.prod(sizes.values())
     except Exception:  # an unusual sweep (e.g. glob over groups): the count is only informative
         return None
     return None
@@ -412,31 +371,8 @@ def _errorbar_lines(axes: Any, lines: dict[str, list[tuple[float, float, float]]
         axes.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
 
 
-def _grid(n: int) -> tuple[Any, list[Any]]:
-    import matplotlib.pyplot as plt
-
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    figure, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.5 * rows), squeeze=False)
-    for extra in axes.flat[n:]:
-        extra.set_visible(False)
-    return figure, list(axes.flat[:n])
-
-
-def _save(figure: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
 def draw_plots(report: Report) -> list[Path]:
     """PNG plots into ``<sweep dir>/plots`` (see the module docstring); returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     finished_cells = [c for c in report.cells if c.finished]
     if not finished_cells:
         return []
@@ -447,7 +383,7 @@ def draw_plots(report: Report) -> list[Path]:
     for i in numeric if report.shown else []:
         key = report.keys[i]
         others = [j for j in range(len(report.keys)) if j != i]
-        figure, axes = _grid(len(report.shown))
+        figure, axes = grid(len(report.shown))
         for ax, metric in zip(axes, report.shown, strict=True):
             lines: dict[str, list[tuple[float, float, float]]] = {}
             for cell in finished_cells:
@@ -462,21 +398,21 @@ def draw_plots(report: Report) -> list[Path]:
             ax.set(xlabel=key, ylabel=metric, title=f"{metric} vs {key}")
             if others:
                 ax.legend(fontsize="small")
-        paths.append(_save(figure, out / f"vs_{key.replace('/', '_')}.png"))
+        paths.append(save(figure, out / f"vs_{key.replace('/', '_')}.png"))
     if not numeric and report.keys and report.shown:
-        figure, axes = _grid(len(report.shown))
+        figure, axes = grid(len(report.shown))
         labels = [c.label(report.keys) for c in finished_cells]
         for ax, metric in zip(axes, report.shown, strict=True):
             stats = [c.stats(metric) for c in finished_cells]
             ax.bar(range(len(stats)), [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=3)
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="small")
             ax.set(ylabel=metric, title=metric)
-        paths.append(_save(figure, out / "by_cell.png"))
+        paths.append(save(figure, out / "by_cell.png"))
     lengths = report.eval_lengths()
     if len(lengths) > 1:
         names = list(dict.fromkeys(m.split("/")[2] for m in report.metrics if m.startswith("eval/")))
         names.sort(key=lambda name: ("acc", "seq_acc").index(name) if name in ("acc", "seq_acc") else 2)
-        figure, axes = _grid(len(names))
+        figure, axes = grid(len(names))
         for ax, name in zip(axes, names, strict=True):
             lines = {}
             for cell in finished_cells:
@@ -488,7 +424,7 @@ def draw_plots(report: Report) -> list[Path]:
             ax.minorticks_off()
             ax.set(xlabel="evaluation length", ylabel=name, title=f"{name} vs evaluation length")
             ax.legend(fontsize="small")
-        paths.append(_save(figure, out / "eval_vs_length.png"))
+        paths.append(save(figure, out / "eval_vs_length.png"))
     return paths
 
 
@@ -502,7 +438,7 @@ def write_report(sweep_dir: Path) -> Report:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m posenc_exp.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m posenc_exp.analysis.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. outputs/multiruns/<time>")
     args = parser.parse_args(argv)
     sweep_dir: Path = args.sweep_dir

@@ -1,4 +1,4 @@
-"""The linear-collapse probe: ``python -m posenc_exp.probe [overrides]``.
+"""The linear-collapse probe: ``python -m posenc_exp.analysis.probe [overrides]``.
 
 The seed claims that without softmax any stack of self-attention layers "narrows down to one Q, K, V" and
 becomes linear. This probe measures, for any attention configuration (``conf/probe.yaml``: ``model=attention``
@@ -172,12 +172,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(" ".join(cells))
 
 
-USAGE = """usage: python -m posenc_exp.probe [overrides]
+USAGE = """usage: python -m posenc_exp.analysis.probe [overrides]
 
 Measures the degree of homogeneity and the linear share of an attention stack's layers (see
-posenc_exp.probe). Overrides are Hydra's, on conf/probe.yaml; comma lists are probed in every combination:
-  python -m posenc_exp.probe model.softmax=false model.residual=false model.depth=2
-  python -m posenc_exp.probe model.softmax=false,true model.residual=false,true model.depth=1,2,3 \\
+posenc_exp.analysis.probe). Overrides are Hydra's, on conf/probe.yaml; comma lists are probed in every combination:
+  python -m posenc_exp.analysis.probe model.softmax=false model.residual=false model.depth=2
+  python -m posenc_exp.analysis.probe model.softmax=false,true model.residual=false,true model.depth=1,2,3 \\
       model.position_only=false,true
 Prints a table and, as its last line, a JSON object {"rows": [...]}."""
 

@@ -1,10 +1,10 @@
 """The figures of ``docs/findings.md``.
 
-``python -m posenc_exp.figures <depth_study dir> [--overfit <depth_overfit dir>] --out docs/``
+``python -m posenc_exp.analysis.figures <depth_study dir> [--overfit <depth_overfit dir>] --out docs/``
 
 Reads the job directories of an ``experiment=depth_study`` sweep (each run's ``.hydra/config.yaml``,
 ``metrics.json`` and ``diagnostics.json``, written by :class:`posenc_exp.diagnostics.Diagnostics`), optionally
-an ``experiment=depth_overfit`` sweep, runs the linear-collapse probe grid (:mod:`posenc_exp.probe`: softmax
+an ``experiment=depth_overfit`` sweep, runs the linear-collapse probe grid (:mod:`posenc_exp.analysis.probe`: softmax
 off/on x residual off/on x depth 1, 2, 3 x content/position-only attention), and writes one PNG per claim:
 
 - ``depth_parameters.png``: parameters against depth, counted and by the formula; training time per run;
@@ -34,8 +34,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from posenc_exp.analysis import plots
+from posenc_exp.analysis.plots import subplots
+from posenc_exp.analysis.report import load_runs
 from posenc_exp.diagnostics import DIAGNOSTICS_FILE, attention_parameter_count
-from posenc_exp.report import METRICS_FILE, load_runs
+from posenc_exp.rundir import METRICS_FILE
 
 DEPTH_TICKS = [1, 2, 4, 8, 16]
 SHARP_QK_GAIN = 4  # the probe's second softmax setting: W_q, W_k x 4, attention scores x 16
@@ -133,24 +136,10 @@ def plot_band(axes: Any, xs: list, points: list[tuple], **style: Any) -> None:
 
 
 def save(figure: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    """Write a study figure at the resolution of the committed ones, and say so."""
+    plots.save(figure, path, dpi=110)
     print(f"wrote {path}")
     return path
-
-
-def subplots(rows: int, cols: int, width: float = 4.6, height: float = 3.6) -> tuple[Any, list[Any]]:
-    """A figure of ``rows x cols`` panels, listed row by row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    return figure, list(axes.flat)
 
 
 def depth_curves(
@@ -274,9 +263,9 @@ def figure_per_layer(
 
 
 def probe_grid() -> list[dict[str, Any]]:
-    """The probe of :mod:`posenc_exp.probe` over softmax x residual x depth 1-3 x position-only, then softmax
+    """The probe of :mod:`posenc_exp.analysis.probe` over softmax x residual x depth 1-3 x position-only, then softmax
     attention with scores 16 times larger (``qk_gain=4``)."""
-    from posenc_exp.probe import compose_probe, expand_sweeps, print_table, probe
+    from posenc_exp.analysis.probe import compose_probe, expand_sweeps, print_table, probe
 
     grid = [
         "model.softmax=false,true",
@@ -395,7 +384,7 @@ def print_summary(runs: list[StudyRun], overfit: list[StudyRun]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m posenc_exp.figures", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m posenc_exp.analysis.figures", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="an experiment=depth_study sweep directory")
     parser.add_argument("--overfit", type=Path, help="an experiment=depth_overfit sweep directory")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where the PNGs go (default: docs/)")
