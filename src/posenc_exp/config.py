@@ -17,8 +17,10 @@ from posenc_exp.errors import ConfigError
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value outside its allowed range or the first combination that
-    cannot work: each component's own checks (:func:`check_components`), then the combinations
+    cannot work: the kinds of model, task and encoding that cannot work together (:func:`check_compatibility`),
+    each component's own checks (:func:`check_components`), the relations between their values
     (:func:`check_combination`), the accelerator and the checkpoint to resume from."""
+    check_compatibility(cfg)
     check_components(cfg)
     check_combination(cfg)
     check_accelerator(cfg)
@@ -35,18 +37,13 @@ def check_components(cfg: DictConfig) -> None:
     themselves), else of the class its ``_target_`` names (``posenc_exp``'s own components). So a new
     option brings its own checks and nothing here grows with the options; one without ``check_config`` is
     not range-checked (its types still are, where it has a schema)."""
-    from hydra.utils import get_class
-
     nodes = [("", cfg), *((g, cfg[g]) for g in COMPONENT_GROUPS if isinstance(cfg.get(g), DictConfig))]
     callbacks = cfg.get("callbacks") or {}
     nodes += [(f"callbacks.{name}", node) for name, node in callbacks.items() if isinstance(node, DictConfig)]
     for key, node in nodes:
         checker = OmegaConf.get_type(node)
         if not hasattr(checker, "check_config") and node.get("_target_"):
-            try:
-                checker = get_class(node._target_)
-            except Exception as error:
-                raise ConfigError(f"{key}._target_={node._target_} is not allowed: {error}".splitlines()[0]) from None
+            checker = target_class(node, key)
         if hasattr(checker, "check_config"):
             checker.check_config(node, key) if key.startswith("callbacks.") else checker.check_config(node)
 
@@ -63,46 +60,65 @@ def _option(cfg: DictConfig, group: str) -> str:
     return f"{group}={choice}" if choice else f"{group}._target_={cfg[group]._target_}"
 
 
-def check_combination(cfg: DictConfig) -> None:
-    """Model / task / encoding combinations that cannot work, each as one :class:`ConfigError` line.
-
-    The feed-forward model reads a fixed window of scalars through input-added encodings only; token tasks
-    are trained with teacher forcing and need a causal model; a trained position table must cover
-    ``data.max_positions``, and ``data.max_positions`` the longest evaluation input. What one component alone decides
-    (e.g. that heads divide the width) is its own check (:func:`check_components`).
-    """
+def target_class(node: DictConfig, key: str) -> type:
+    """The class ``node._target_`` names, or a :class:`ConfigError` naming ``<key>._target_``."""
     from hydra.utils import get_class
 
+    try:
+        return get_class(node._target_)
+    except Exception as error:
+        message = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"{key}._target_={node._target_} is not allowed: {message}") from None
+
+
+def check_compatibility(cfg: DictConfig) -> None:
+    """Kinds of model, task and encoding that cannot work together, each as one :class:`ConfigError` line,
+    checked before any value: the feed-forward model reads a fixed window of scalars through input-added
+    encodings only; token tasks are trained with teacher forcing and need a causal model."""
+    from posenc_exp.models import FeedForward
+
+    if "data" not in cfg or "model" not in cfg:
+        return
+    task, model = target_class(cfg.data, "data"), target_class(cfg.model, "model")
+    encoding = target_class(cfg.encoding, "encoding") if cfg.get("encoding") else None
+    model_name, data_name = _option(cfg, "model"), _option(cfg, "data")
+    if issubclass(model, FeedForward):
+        if getattr(task, "task", None) != "regression":
+            raise ConfigError(
+                f"{model_name} reads windows of scalars and cannot serve the token task {data_name}: "
+                "use model=attention"
+            )
+        if encoding is not None and getattr(encoding, "acts_on", "input") != "input":
+            raise ConfigError(
+                f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
+                f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
+            )
+    if getattr(task, "task", None) == "tokens" and cfg.model.get("causal", False) is not True:
+        raise ConfigError(
+            f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
+        )
+
+
+def check_combination(cfg: DictConfig) -> None:
+    """Relations between the values of model, task and encoding that cannot work, each as one
+    :class:`ConfigError` line: the feed-forward model reads exactly ``data.length`` values; a trained position
+    table must cover ``data.max_positions``, and ``data.max_positions`` the longest evaluation input. What one
+    component alone decides (e.g. that heads divide the width) is its own check (:func:`check_components`).
+    """
     from posenc_exp.data.lengths import eval_lengths
     from posenc_exp.encodings import AbsoluteTable, Sinusoidal
     from posenc_exp.models import FeedForward
 
     if "data" not in cfg or "model" not in cfg:
         return
-    task = get_class(cfg.data._target_)
-    model = get_class(cfg.model._target_)
-    encoding = get_class(cfg.encoding._target_) if cfg.get("encoding") else None
-    data, model_name, data_name = cfg.data, _option(cfg, "model"), _option(cfg, "data")
-    if issubclass(model, FeedForward):
-        if task.task != "regression":
-            raise ConfigError(
-                f"{model_name} reads windows of scalars and cannot serve the token task {data_name}: "
-                "use model=attention"
-            )
-        if encoding is not None and encoding.acts_on != "input":
-            raise ConfigError(
-                f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
-                f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
-            )
-        if "eval_factors" in data and eval_lengths(data.length, data.eval_factors) != [data.length]:
-            raise ConfigError(
-                f"{model_name} reads exactly data.length={data.length} values and cannot be evaluated "
-                f"at data.eval_factors={list(data.eval_factors)}: set data.eval_factors=[1.0] or use "
-                "model=attention"
-            )
-    if task.task == "tokens" and not cfg.model.get("causal", False):
+    task, model = target_class(cfg.data, "data"), target_class(cfg.model, "model")
+    encoding = target_class(cfg.encoding, "encoding") if cfg.get("encoding") else None
+    data = cfg.data
+    windows = eval_lengths(data.length, data.eval_factors) if "eval_factors" in data else [data.get("length")]
+    if issubclass(model, FeedForward) and windows != [data.get("length")]:
         raise ConfigError(
-            f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
+            f"{_option(cfg, 'model')} reads exactly data.length={data.length} values and cannot be evaluated "
+            f"at data.eval_factors={list(data.eval_factors)}: set data.eval_factors=[1.0] or use model=attention"
         )
     trained_table = (
         encoding is not None
