@@ -7,6 +7,7 @@ with ``hydra.utils.instantiate``, fits, writes ``metrics.json`` and returns the 
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -85,10 +86,12 @@ def check_resumable(path: str, module: PosEncModule) -> None:
 
 
 @contextmanager
-def building(component: str) -> Iterator[None]:
-    """Any exception while ``component`` is built becomes one :class:`ConfigError` line naming it. A
-    ``ConfigError`` raised by the component itself (through Hydra's ``InstantiationException``) is passed on
-    as it is: it already names the key and what is allowed."""
+def building(component: str, node: DictConfig | None = None, key: str = "") -> Iterator[None]:
+    """Any exception while ``component`` is built becomes one :class:`ConfigError` line naming it, and the key
+    of its config ``node`` (at ``key``) that the message is about, where it names exactly one (Lightning's
+    ``You selected an invalid strategy name: strategy='x'`` -> ``trainer.strategy=x``). A ``ConfigError``
+    raised by the component itself (through Hydra's ``InstantiationException``) is passed on as it is: it
+    already names the key and what is allowed."""
     try:
         yield
     except Exception as error:
@@ -101,7 +104,11 @@ def building(component: str) -> Iterator[None]:
         while root.__cause__ is not None:
             root = root.__cause__
         message = str(root).strip().splitlines()[0] if str(root).strip() else ""
-        raise ConfigError(f"{component} could not be built: {type(root).__name__}: {message}".rstrip(": ")) from None
+        named = [k for k in (node or {}) if k != "_target_" and re.search(rf"\b{re.escape(str(k))}\b", message)]
+        culprit = f"{key}.{named[0]}={node[named[0]]}: " if len(named) == 1 else ""
+        raise ConfigError(
+            f"{culprit}{component} could not be built: {type(root).__name__}: {message}".rstrip(": ")
+        ) from None
 
 
 def component_name(cfg: DictConfig, group: str) -> str:
@@ -117,23 +124,37 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
     Nothing is written yet (the logger makes its event file on first use); an exception while building any
     of them is one :class:`ConfigError` line naming the component (:func:`building`)."""
     L.seed_everything(cfg.seed, verbose=False)
-    with building(component_name(cfg, "data")):
+    with building(component_name(cfg, "data"), cfg.data, "data"):
         datamodule: L.LightningDataModule = instantiate(cfg.data)
         datamodule.setup("fit")
     with building(f"{component_name(cfg, 'model')} with {component_name(cfg, 'encoding')}"):
         module = build_module(cfg, datamodule)
-    with building(component_name(cfg, "logger")):
+    with building(component_name(cfg, "logger"), cfg.get("logger"), "logger"):
         logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = []
     for name, callback in cfg.get("callbacks", {}).items():
         if callback is not None:
-            with building(f"callbacks.{name} ({callback.get('_target_', '')})"):
+            with building(f"callbacks.{name} ({callback.get('_target_', '')})", callback, f"callbacks.{name}"):
                 callbacks.append(instantiate(callback))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar it may not show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    with building(component_name(cfg, "trainer")):
+    with building(component_name(cfg, "trainer"), cfg.trainer, "trainer"):
         trainer: L.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    check_monitors(cfg, module)
     return datamodule, module, trainer
+
+
+def check_monitors(cfg: DictConfig, module: PosEncModule) -> None:
+    """A callback that monitors a metric (``callbacks.model_checkpoint.monitor``) names one the module logs;
+    Lightning would find out at the end of the first epoch, with a traceback."""
+    logged = ["train/loss", *module.validation_tags()]
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
+        if monitor is not None and monitor not in logged:
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor} is not allowed: expected a metric the run logs, one of "
+                f"{', '.join(logged)}"
+            )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -31,7 +32,8 @@ class Train:
 
         require_int("seed", config.seed, 0, MAX_SEED)
         if config.threads is not None:
-            require_int("threads", config.threads, 1, allowed="an integer >= 1, or null for torch's default")
+            cores = os.cpu_count() or 1
+            require_int("threads", config.threads, 1, cores, f"an integer from 1 to the {cores} cores, or null")
 
 
 SCHEMAS = {"train": Train}

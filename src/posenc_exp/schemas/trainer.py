@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,8 @@ from omegaconf import MISSING
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 MAX_EPOCHS = 1_000_000  # more is not an experiment but a typo; a longer run resumes from last.ckpt
+# Set by the launchers that start one process per node (Slurm's srun, torchrun): Lightning's cluster environments.
+CLUSTER_VARIABLES = ("SLURM_NTASKS", "WORLD_SIZE")
 
 
 @dataclass
@@ -35,10 +38,24 @@ class Trainer:
         from posenc_exp.errors import ConfigError
 
         require_int("trainer.max_epochs", config.max_epochs, 1, MAX_EPOCHS)
-        require_int("trainer.check_val_every_n_epoch", config.check_val_every_n_epoch, 1)
+        epochs = config.max_epochs
+        require_int(
+            "trainer.check_val_every_n_epoch",
+            config.check_val_every_n_epoch,
+            1,
+            epochs,
+            f"an integer, 1 <= check_val_every_n_epoch <= trainer.max_epochs={epochs} (val/loss picks the best "
+            "checkpoint, so validation must run)",
+        )
         require_int("trainer.log_every_n_steps", config.log_every_n_steps, 1)
         require_int("trainer.num_sanity_val_steps", config.num_sanity_val_steps, -1, allowed="an integer >= -1")
         require_int("trainer.num_nodes", config.num_nodes, 1)
+        if config.num_nodes > 1 and not any(v in os.environ for v in CLUSTER_VARIABLES):
+            raise ConfigError(
+                f"trainer.num_nodes={config.num_nodes} is not allowed here: more than one node needs a cluster "
+                "launcher that starts a process per node (hydra/launcher=submitit_slurm with hydra.launcher.nodes="
+                f"{config.num_nodes}), and this process was not started by one; it would wait for the others forever"
+            )
         require_choice("trainer.accelerator", config.accelerator, ACCELERATORS)
         devices = config.devices
         ids = list(devices) if not isinstance(devices, int | float | str | bool) and devices is not None else None
@@ -50,6 +67,12 @@ class Trainer:
             raise ConfigError(
                 f"trainer.devices={devices} is not allowed: expected a count >= 1, -1 (every device), auto, or a "
                 "non-empty list of device ids"
+            )
+        cores = os.cpu_count() or 1
+        if config.accelerator == "cpu" and is_int(devices) and not 1 <= devices <= cores:
+            raise ConfigError(
+                f"trainer.devices={devices} is not allowed with trainer.accelerator=cpu: expected a number of "
+                f"processes from 1 to the {cores} cores of this machine"
             )
         fast = config.fast_dev_run
         if not (isinstance(fast, bool) or (is_int(fast) and fast >= 0)):
