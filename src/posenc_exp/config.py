@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import itertools
 import os
 import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -41,9 +44,10 @@ def check_components(cfg: DictConfig) -> None:
     callbacks = cfg.get("callbacks") or {}
     nodes += [(f"callbacks.{name}", node) for name, node in callbacks.items() if isinstance(node, DictConfig)]
     for key, node in nodes:
+        component = target_class(node, key) if node.get("_target_") is not None else None
         checker = OmegaConf.get_type(node)
-        if not hasattr(checker, "check_config") and node.get("_target_"):
-            checker = target_class(node, key)
+        if not hasattr(checker, "check_config"):
+            checker = component
         if hasattr(checker, "check_config"):
             checker.check_config(node, key) if key.startswith("callbacks.") else checker.check_config(node)
 
@@ -61,14 +65,22 @@ def _option(cfg: DictConfig, group: str) -> str:
 
 
 def target_class(node: DictConfig, key: str) -> type:
-    """The class ``node._target_`` names, or a :class:`ConfigError` naming ``<key>._target_``."""
-    from hydra.utils import get_class
-
-    try:
-        return get_class(node._target_)
-    except Exception as error:
-        message = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"{key}._target_={node._target_} is not allowed: {message}") from None
+    """The class ``node._target_`` names (``package.module.Class``), or a :class:`ConfigError` naming
+    ``<key>._target_``. Imported here rather than by ``hydra.utils.get_class``, which logs every failure over
+    several lines before raising."""
+    target = str(node._target_)
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attribute in parts[i:]:
+            found = getattr(found, attribute, None)
+        if isinstance(found, type):
+            return found
+        break
+    raise ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
 
 
 def check_compatibility(cfg: DictConfig) -> None:
@@ -279,8 +291,10 @@ def check_overrides(args: Sequence[str]) -> DictConfig | None:
             cfg = compose_train(variant, return_hydra_config=True)
             resolve(cfg, multirun=bool(flags))
         except Exception as error:  # Hydra's and OmegaConf's errors, and the odd assertion deep inside Hydra
-            # The override to name: the one whose removal lets the rest compose.
-            culprit = next((o for o in variant if not _compose_error([x for x in variant if x != o])), None)
+            # The override to name: the one Hydra's message quotes, else the one whose removal lets the rest compose.
+            quoted = [o for o in variant if f"override {o}" in str(error) or f"'{o}'" in str(error)]
+            culprit = quoted[0] if len(quoted) == 1 else None
+            culprit = culprit or next((o for o in variant if not _compose_error([x for x in variant if x != o])), None)
             lines = [f"{culprit}:" if culprit else "", (str(error).splitlines() or [type(error).__name__])[0]]
             if error.__cause__ is not None:
                 lines.append(str(error.__cause__).splitlines()[0])
@@ -315,6 +329,19 @@ def derived_from(cfg: DictConfig, key: str) -> str | None:
     return source
 
 
+def group_choices(overrides: Sequence[str]) -> tuple[str, ...]:
+    """The overrides that choose an option of a config group (``model=attention``, ``hydra/launcher=joblib``)."""
+    key = lambda o: o.partition("=")[0].lstrip("+~")  # noqa: E731
+    return tuple(o for o in overrides if "/" in key(o) or (CONFIG_DIR / key(o)).is_dir())
+
+
+@functools.lru_cache(maxsize=64)
+def choices_config(choices: tuple[str, ...]) -> dict[str, Any]:
+    """The config these group choices compose, unresolved, as a plain container (cached: it is the same for
+    every combination of a sweep, and for the forked runs of the bad-input corpus test)."""
+    return OmegaConf.to_container(compose_train(choices), resolve=False)
+
+
 def check_override_values(overrides: Sequence[str], cfg: DictConfig) -> None:
     """What types alone let through: a bool key set to anything but ``true``/``false`` (OmegaConf reads ``1``
     as true), and an override of a derived key (one whose value copies another key, such as
@@ -331,7 +358,7 @@ def check_override_values(overrides: Sequence[str], cfg: DictConfig) -> None:
         if override.is_add():
             continue
         if base is None:  # the config as the group choices make it, before any key was set
-            base = compose_train([o for o in overrides if "." not in o.partition("=")[0]])
+            base = OmegaConf.create(choices_config(group_choices(overrides)))
         if (source := derived_from(base, key)) is not None:
             where = "hydra.run.dir (hydra.sweep.dir with -m)" if source.startswith("hydra.") else source
             raise ConfigError(

@@ -421,16 +421,17 @@ class T5Bias(BiasEncoding):
             2 * directions,
             allowed=f"an integer >= {2 * directions} (2 per direction; encoding.causal={encoding.causal})",
         )
+        keys = f"encoding.num_buckets={encoding.num_buckets} encoding.n_heads={encoding.n_heads}"
+        require_parameters(keys, encoding.num_buckets * encoding.n_heads)
         max_exact = encoding.num_buckets // directions // 2
         require_int(
             "encoding.max_distance",
             encoding.max_distance,
             max_exact + 1,
-            allowed=f"an integer > {max_exact}, the exact buckets per direction (num_buckets / {2 * directions})",
+            allowed=f"an integer > {max_exact}, the exact buckets per direction (encoding.num_buckets="
+            f"{encoding.num_buckets} / {2 * directions})",
         )
         require_number("encoding.init_std", encoding.init_std, low=0, allowed="a finite number >= 0", inclusive=True)
-        keys = f"encoding.num_buckets={encoding.num_buckets} encoding.n_heads={encoding.n_heads}"
-        require_parameters(keys, encoding.num_buckets * encoding.n_heads)
 
     def __init__(
         self,

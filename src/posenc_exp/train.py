@@ -129,6 +129,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
         datamodule.setup("fit")
     with building(f"{component_name(cfg, 'model')} with {component_name(cfg, 'encoding')}"):
         module = build_module(cfg, datamodule)
+    with building(component_name(cfg, "optimizer"), cfg.optimizer, "optimizer"):
+        module.configure_optimizers()  # built again by Lightning in fit; here to fail before anything is written
     with building(component_name(cfg, "logger"), cfg.get("logger"), "logger"):
         logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = []
