@@ -219,7 +219,8 @@ def _hydra_main(cfg: DictConfig) -> float:
                 return finished["val_loss"]
         return train(cfg)["val_loss"]
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        # An error in training may come while a progress bar holds the line: start a new one.
+        print(f"{'' if isinstance(error, ConfigError) else chr(10)}error: {error}", file=sys.stderr)
         if multirun:
             if not isinstance(error, ForeignJobError):  # the directory is another job's: leave it as it is
                 record_failure(cfg, error)
