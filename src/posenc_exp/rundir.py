@@ -43,10 +43,10 @@ def write_record(cfg: DictConfig) -> None:
 
 
 def remove_if_empty(directory: Path) -> None:
-    """Remove a refused run's directory if nothing is in it (an empty Hydra log file counts as nothing)."""
-    log = directory / f"{HydraConfig.get().job.name}.log" if HydraConfig.initialized() else None
-    if log is not None and log.is_file() and log.stat().st_size == 0:
-        log.unlink()
+    """Remove a refused run's directory if nothing else is in it than Hydra's log of the job (which holds only
+    what the console showed: Lightning's start-up lines, when the trainer was built before the refusal)."""
+    if HydraConfig.initialized():
+        (directory / f"{HydraConfig.get().job.name}.log").unlink(missing_ok=True)
     if directory.is_dir() and not any(directory.iterdir()):
         directory.rmdir()
 

@@ -56,6 +56,9 @@ SWITCHES = ("depth", "softmax", "residual", "mlp", "position_only")
 
 def compose_probe(overrides: Sequence[str]) -> DictConfig:
     """The composed ``probe`` config for one combination of overrides, checked (:class:`ConfigError`)."""
+    model = next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") == "model"), None)
+    if model not in (None, "attention"):  # refused before composing: probe.yaml sets keys only attention has
+        raise ConfigError(f"model={model} is not allowed: the probe needs model=attention")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="probe", overrides=list(overrides))
     if not issubclass(get_class(cfg.model._target_), AttentionStack):
