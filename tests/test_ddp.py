@@ -50,7 +50,7 @@ def test_ddp_rank_zero_alone_writes(ddp_and_single: tuple[Path, Path, str]) -> N
     assert len(list(ddp_dir.glob("events.out*"))) == 1
     assert stdout.count("val_loss=") == 1, "the summary is printed once"
     events, single_events = read_events(ddp_dir), read_events(single_dir)
-    assert [e.step for e in events.Histograms("encoding/values")] == [0, 1], "one snapshot per epoch"
+    assert [e.step for e in events.Histograms("view/encoding/values")] == [0, 1], "one snapshot per epoch"
     assert events.Tags()["scalars"] == single_events.Tags()["scalars"]
     for tag in events.Tags()["scalars"]:
         steps = [e.step for e in events.Scalars(tag)]

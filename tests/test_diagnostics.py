@@ -165,7 +165,12 @@ def fit_counting(tmp_path: Path, overrides: list[str]) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_with_diagnostics_off_nothing_is_computed(tmp_path: Path) -> None:
-    assert fit_counting(tmp_path / "default", []) == (0, 0)  # off by default
-    assert fit_counting(tmp_path / "dropped", ["callbacks=diagnostics", "callbacks.diagnostics=null"]) == (0, 0)
-    on = fit_counting(tmp_path / "on", ["callbacks=diagnostics"])
+    no_patterns = "callbacks.attention_patterns=null"  # counted on its own below
+    assert fit_counting(tmp_path / "default", [no_patterns]) == (0, 0)  # off by default
+    dropped = ["callbacks=diagnostics", "callbacks.diagnostics=null", no_patterns]
+    assert fit_counting(tmp_path / "dropped", dropped) == (0, 0)
+    on = fit_counting(tmp_path / "on", ["callbacks=diagnostics", no_patterns])
     assert on == (3, 3)  # one forward with internals per measurement: at the start and after each epoch
+    # The attention-pattern images (on by default): after each of the 2 epochs one forward with internals per
+    # length, the training length and the longest evaluation length, here the same one (eval_factors=[1.0]).
+    assert fit_counting(tmp_path / "patterns", []) == (2, 0)

@@ -88,6 +88,8 @@ def test_report_is_partial_while_the_sweep_runs_or_after_it_stopped(sweep_copy: 
     assert "unfinished" in dict((run.directory.name, status) for run, status in report.problems())["3"]
 
     (sweep_copy / STATUS_FILE).unlink()  # no marker: recent activity decides
+    for path in [unfinished, *unfinished.rglob("*")]:
+        os.utime(path)  # changed just now (the shared sweep may have been made long before this test)
     assert build_report(sweep_copy).state.partial
     old = time.time() - 3600
     for path in [unfinished, *unfinished.rglob("*")]:

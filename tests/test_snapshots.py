@@ -36,51 +36,52 @@ def decoded(event) -> np.ndarray:
 
 
 def encoding_tags(events, kind: str) -> set[str]:
-    return {tag for tag in events.Tags()[kind] if tag.startswith("encoding/")}
+    return {tag for tag in events.Tags()[kind] if tag.startswith(("encoding/", "view/encoding/"))}
 
 
 def test_seed_vector_is_logged_every_epoch_with_its_history(seed_run: Path) -> None:
     events = read_events(seed_run)
     # A width-1 table: its table and cosine images would say nothing the history does not.
-    assert encoding_tags(events, "images") == {"encoding/history"}
-    assert encoding_tags(events, "histograms") == {"encoding/values"}
-    assert [event.step for event in events.Images("encoding/history")] == [0, 1, 2]
+    assert encoding_tags(events, "images") == {"view/encoding/history"}
+    assert encoding_tags(events, "histograms") == {"view/encoding/values"}
+    assert [event.step for event in events.Images("view/encoding/history")] == [0, 1, 2]
     distances = [event.value for event in events.Scalars("encoding/distance_from_init")]
     assert len(distances) == 3 and 0 < distances[0] < distances[-1]
-    history = events.Images("encoding/history")[-1]
-    assert (history.height, history.width) == (10 * 8, 3 * 2)  # 10 positions x 3 epochs
+    history = events.Images("view/encoding/history")
+    assert len({(e.height, e.width) for e in history}) == 1, "one size whatever the number of epochs"
+    assert history[-1].width > history[-1].height, "a landscape image, not a stretched column"
 
 
 def test_learned_table_is_logged_every_epoch(attention_runs: dict[str, Path]) -> None:
     run = attention_runs["learned"]
     events = read_events(run)
-    assert encoding_tags(events, "images") == {"encoding/table", "encoding/cosine_similarity", "encoding/history"}
-    for tag in ("encoding/table", "encoding/cosine_similarity", "encoding/history"):
+    tags = {"view/encoding/table", "view/encoding/cosine_similarity", "view/encoding/history"}
+    assert encoding_tags(events, "images") == tags
+    for tag in tags:
         assert [event.step for event in events.Images(tag)] == [0, 1, 2]
     # The last table image is the final table of metrics.json, rendered by the encoding itself.
     final_table = torch.tensor(read_metrics(run)["encoding_final"])
     final = LearnedAbsolute(max_positions=len(final_table), d_model=final_table.shape[1])
     final.table.data = final_table
     expected = snapshot_images(final)["table"]
-    np.testing.assert_array_equal(decoded(events.Images("encoding/table")[-1]), expected)
+    np.testing.assert_array_equal(decoded(events.Images("view/encoding/table")[-1]), expected)
 
 
 def test_t5_bias_is_logged_every_epoch_with_one_tile_per_head(attention_runs: dict[str, Path]) -> None:
     events = read_events(attention_runs["t5"])
-    assert encoding_tags(events, "images") == {"encoding/bias", "encoding/history"}
-    assert [event.step for event in events.Images("encoding/bias")] == [0, 1, 2]
-    bias = events.Images("encoding/bias")[-1]
+    assert encoding_tags(events, "images") == {"view/encoding/bias", "view/encoding/history"}
+    assert [event.step for event in events.Images("view/encoding/bias")] == [0, 1, 2]
+    bias = events.Images("view/encoding/bias")[-1]
     assert (bias.height, bias.width) == (10 * 8, 4 * 10 * 8 + 3 * 2)  # 4 heads of 10 x 10, 2-pixel gaps
-    assert (events.Images("encoding/history")[-1].height) == 32 * 8  # one row per bucket
     assert [event.value > 0 for event in events.Scalars("encoding/distance_from_init")] == [True] * 3
 
 
 @pytest.mark.parametrize(
     ("option", "images", "histograms"),
     [
-        ("sinusoidal", {"encoding/table", "encoding/cosine_similarity"}, {"encoding/values"}),
-        ("rope", {"encoding/rotation"}, {"encoding/log10_frequency"}),
-        ("alibi", {"encoding/bias"}, set()),
+        ("sinusoidal", {"view/encoding/table", "view/encoding/cosine_similarity"}, {"view/encoding/values"}),
+        ("rope", {"view/encoding/rotation"}, {"view/encoding/log10_frequency"}),
+        ("alibi", {"view/encoding/bias"}, set()),
     ],
 )
 def test_fixed_encodings_are_logged_once(
@@ -94,7 +95,7 @@ def test_fixed_encodings_are_logged_once(
 
 
 def test_alibi_image_is_the_slopes_bias_of_each_head(attention_runs: dict[str, Path]) -> None:
-    image = decoded(read_events(attention_runs["alibi"]).Images("encoding/bias")[0])
+    image = decoded(read_events(attention_runs["alibi"]).Images("view/encoding/bias")[0])
     alibi = instantiate(compose_train([*ATTENTION, "encoding=alibi"]).encoding)
     np.testing.assert_array_equal(image, snapshot_images(alibi)["bias"])
     # Head 1 (slope 2^-2) at distance 9 is the most negative entry: full blue; head 4 (2^-8) nearly white.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from posenc_exp.checks import is_int, require_int
 from posenc_exp.encodings import PositionalEncoding
-from posenc_exp.images import heatmap_rgb, snapshot_images
+from posenc_exp.errors import ConfigError
+from posenc_exp.images import labelled_heatmaps, snapshot_images
+from posenc_exp.models import AttentionStack
+
+# The TensorBoard group of every image and histogram: Time Series sorts its cards by tag, so under this name
+# they come after the scalars of train/ and val/ (the losses) instead of above them.
+VIEW = "view"
 
 
 def tensorboard_writer(trainer: L.Trainer) -> Any | None:
@@ -29,28 +37,41 @@ def tensorboard_writer(trainer: L.Trainer) -> Any | None:
 class EncodingSnapshot(L.Callback):
     """At the end of training epochs, log what ``net.encoding`` looks like, whatever its family.
 
-    Through the encoding's own snapshot methods (see ``posenc_exp.encodings``):
+    Through the encoding's own snapshot methods (see ``posenc_exp.encodings``), under the ``view/`` group
+    (:data:`VIEW`) that TensorBoard's Time Series lists after the losses:
 
-    - ``encoding/<name>`` histograms from ``snapshot_histograms()``: the table's entries as
-      ``encoding/values`` (learned, sinusoidal, t5), ``encoding/log10_frequency`` for RoPE;
-    - ``encoding/<name>`` images of ``snapshot_maps()``, rendered by ``posenc_exp.images``: ``encoding/table``
-      (position x dimension) and ``encoding/cosine_similarity`` (between positions) for tables,
-      ``encoding/bias`` (each head's bias over n x n positions, side by side) for ALiBi and T5,
-      ``encoding/rotation`` (``cos(m theta_i)``, position x frequency) for RoPE; nothing for NoPE.
+    - ``view/encoding/<name>`` histograms from ``snapshot_histograms()``: the table's entries as
+      ``view/encoding/values`` (learned, sinusoidal, t5), ``view/encoding/log10_frequency`` for RoPE;
+    - ``view/encoding/<name>`` images of ``snapshot_maps()``, rendered by ``posenc_exp.images``: ``table``
+      (position x dimension) and ``cosine_similarity`` (between positions) for tables, ``bias`` (each head's
+      bias over n x n positions, side by side) for ALiBi and T5, ``rotation`` (``cos(m theta_i)``, position x
+      frequency) for RoPE; nothing for NoPE.
 
     and, for a trainable encoding with a ``snapshot()`` tensor ``P`` (learned, learnable sinusoidal, t5):
 
     - ``encoding/distance_from_init``: ``||P_e - P_0||_F``, the Frobenius distance from the initial value;
-    - ``encoding/history``: an image, row of ``P`` (position, or T5 bucket) x epoch (columns), of each row's
-      value (its mean when ``P`` is wider than one), on a diverging scale around 0.
+    - ``view/encoding/history``: an image, row of ``P`` (position, or T5 bucket) x epoch (columns), of each
+      row's value (its mean when ``P`` is wider than one), on a diverging scale around 0, with tick labels and
+      a colour bar; ``history_pixels`` (height, width) whatever the number of epochs.
+
+    Histograms use numpy's ``bins="auto"``: a few wide bins for the seed's 10 values instead of spikes.
 
     A fixed encoding (nothing to train) is logged once, at the first epoch. The per-epoch history is kept in
     the callback's state, so a resumed run continues its heatmap. Without a TensorBoardLogger (e.g. under
     ``fast_dev_run``) it does nothing.
     """
 
-    def __init__(self, cell_pixels: int = 8) -> None:
-        self.cell_pixels = cell_pixels
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.encoding_snapshot") -> None:
+        """``history_pixels``: ``[height, width]``, two integers >= 16."""
+        pixels = list(config.get("history_pixels", [16, 16]))
+        if len(pixels) != 2 or not all(is_int(p) and p >= 16 for p in pixels):
+            raise ConfigError(
+                f"{key}.history_pixels={pixels} is not allowed: expected [height, width], two integers >= 16"
+            )
+
+    def __init__(self, history_pixels: tuple[int, int] = (200, 300)) -> None:
+        self.history_pixels = tuple(history_pixels)
         self.history: list[list[float]] = []
         self.logged_fixed = False
 
@@ -65,9 +86,9 @@ class EncodingSnapshot(L.Callback):
             return
         step = trainer.current_epoch
         for name, values in encoding.snapshot_histograms().items():
-            writer.add_histogram(f"encoding/{name}", values, step)
+            writer.add_histogram(f"{VIEW}/encoding/{name}", values, step, bins="auto")
         for name, image in snapshot_images(encoding).items():
-            writer.add_image(f"encoding/{name}", image, step, dataformats="HWC")
+            writer.add_image(f"{VIEW}/encoding/{name}", image, step, dataformats="HWC")
         self.logged_fixed = True
         current: Tensor | None = encoding.snapshot()
         if not trainable or current is None:
@@ -75,8 +96,8 @@ class EncodingSnapshot(L.Callback):
         initial = pl_module.encoding_initial
         writer.add_scalar("encoding/distance_from_init", (current - initial).norm().item(), step)
         self.history.append(current.reshape(len(current), -1).mean(dim=1).tolist())
-        image = heatmap_rgb(np.array(self.history).T, (self.cell_pixels, 2))
-        writer.add_image("encoding/history", image, step, dataformats="HWC")
+        image = labelled_heatmaps([np.array(self.history).T], encoding.snapshot_rows, "epoch", size=self.history_pixels)
+        writer.add_image(f"{VIEW}/encoding/history", image, step, dataformats="HWC")
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
@@ -119,3 +140,69 @@ class ResumableCheckpoint(ModelCheckpoint):
         for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
             moved[key] = move(state.get(key, ""))
         return moved
+
+
+class AttentionPatterns(L.Callback):
+    """At the end of training epochs, log what each attention head attends to, for attention models.
+
+    For a fixed validation batch (the first ``n_examples`` of the validation split) at the training length
+    and at the longest evaluation length, one forward pass with the model's internals gives each layer's
+    attention matrix ``A`` ``(B, H, L, L)`` (:class:`posenc_exp.models.attention.Internals`); its mean over
+    the batch is logged as one image per layer and length, ``view/attention/layer{i}@len={n}`` (``layer{i}`` is
+    block ``i``, as in the diagnostics), the heads in a near-square grid (query rows, key columns) on one
+    shared scale, so the encodings compare by what they do to attention, in and beyond the training length.
+    Other networks (the feed-forward model) log nothing; under DDP rank 0 alone writes.
+    """
+
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.attention_patterns") -> None:
+        """``n_examples`` >= 1, ``head_pixels`` >= 16."""
+        require_int(f"{key}.n_examples", config.n_examples, 1)
+        require_int(f"{key}.head_pixels", config.head_pixels, 16)
+
+    def __init__(self, n_examples: int = 32, head_pixels: int = 160) -> None:
+        self.n_examples, self.head_pixels = n_examples, head_pixels
+
+    def lengths(self, pl_module: L.LightningModule) -> list[int]:
+        """The training length and the longest evaluation length (once if they are the same)."""
+        return sorted({pl_module.train_length, *(pl_module.eval_lengths[-1:] or [])})
+
+    @torch.no_grad()
+    def patterns(
+        self, net: AttentionStack, splits: dict[str, tuple[Tensor, Tensor]], lengths: list[int]
+    ) -> dict[str, list[np.ndarray]]:
+        """``{"layer{i}@len={n}": [per-head (L, L) mean attention]}`` over the first ``n_examples`` of the
+        validation split of each length ``n`` (``val@<n>``, or ``val`` for a task with one length)."""
+        was_training = net.training
+        net.eval()
+        patterns: dict[str, list[np.ndarray]] = {}
+        device = next(net.parameters()).device
+        for n in lengths:
+            x = splits.get(f"val@{n}", splits["val"])[0][: self.n_examples].to(device)
+            _, internals = net(x, return_internals=True)
+            for layer, attention in enumerate(internals.attention, start=1):
+                patterns[f"layer{layer}@len={n}"] = list(attention.float().mean(dim=0).cpu().numpy())
+        net.train(was_training)
+        return patterns
+
+    def images(
+        self, net: AttentionStack, splits: dict[str, tuple[Tensor, Tensor]], lengths: list[int]
+    ) -> dict[str, np.ndarray]:
+        """``{"view/attention/layer{i}@len={n}": (H, W, 3) uint8 image}``: the heads of :meth:`patterns`."""
+        images = {}
+        for name, heads in self.patterns(net, splits, lengths).items():
+            titles = [f"head {h}" for h in range(len(heads))]
+            size = (self.head_pixels, self.head_pixels)
+            columns = math.ceil(math.sqrt(len(heads)))  # a near-square grid: TensorBoard shrinks wide images
+            images[f"{VIEW}/attention/{name}"] = labelled_heatmaps(
+                heads, "query", "key", titles=titles, size=size, columns=columns
+            )
+        return images
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard_writer(trainer)
+        if writer is None or not isinstance(pl_module.net, AttentionStack) or not trainer.is_global_zero:
+            return
+        lengths = self.lengths(pl_module)
+        for tag, image in self.images(pl_module.net, trainer.datamodule.splits, lengths).items():
+            writer.add_image(tag, image, trainer.current_epoch, dataformats="HWC")

@@ -202,19 +202,37 @@ def check_renamed(overrides: Sequence[str]) -> None:
 _GROUP_CHOICE = re.compile(r"^[+~]?([\w/]+)=([\w,./-]+)$")
 
 
+def search_path(overrides: Sequence[str]) -> list[Path] | None:
+    """The folders a ``hydra.searchpath=[file://...]`` override adds to ``conf/`` (options outside the repository,
+    see docs/extending.md); ``None`` when an entry is not a ``file://`` folder (a ``pkg://`` one cannot be listed)."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            entries = [entry.strip().strip("'\"") for entry in value.strip().strip("[]").split(",") if entry.strip()]
+            if not all(entry.startswith("file://") for entry in entries):
+                return None
+            return [Path(entry.removeprefix("file://")) for entry in entries]
+    return []
+
+
 def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
     """Reject ``group=option`` overrides naming an option that has no ``conf/group/option.yaml``.
 
     Hydra would fail too, but with a screenful; this says it in one line. Files whose names start with ``_``
     are bases that options share (``conf/data/_tokens.yaml``), not options. Only plain and comma-separated
     choices of groups under ``conf/`` are checked; Hydra's own groups and sweep functions are left to it.
+    Options in the folders of a ``hydra.searchpath`` override count as well.
     """
+    extra = search_path(overrides)
+    if extra is None:
+        return  # a search path that cannot be listed: Hydra reports an unknown option itself
     for override in overrides:
         match = _GROUP_CHOICE.match(override)
         if not match or match[1].startswith("hydra") or not (config_dir / match[1]).is_dir():
             continue
         group, options = match[1], match[2]
-        allowed = sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+        files = [p for folder in (config_dir, *extra) for p in (folder / group).glob("*.yaml")]
+        allowed = sorted({p.stem for p in files if not p.stem.startswith("_")})
         for option in options.split(","):
             if option != "null" and option not in allowed:
                 raise ConfigError(f"{group}={option} is not an option of '{group}': allowed {', '.join(allowed)}")

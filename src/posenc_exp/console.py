@@ -1,8 +1,11 @@
-"""What a run prints on the console when it ends."""
+"""What a run and a sweep print on the console when they end, and the third-party noise they do not print."""
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
+from pathlib import Path
 from typing import Any
 
 
@@ -31,3 +34,49 @@ def print_summary(metrics: dict[str, Any]) -> None:
             mark = "*" if int(length) == metrics["train_length"] else " "
             print(f"{length:>7}{mark} | " + " | ".join(f"{values[name]:>9.4f}" for name in names))
         print("(* the training length)")
+
+
+def print_run_location(output_dir: Path) -> None:
+    """The last lines of a run: where its results went and the command that browses them."""
+    print(f"\nrun directory: {output_dir}  (metrics.json, checkpoints/, TensorBoard events)")
+    print(f"browse it:     tensorboard --logdir {output_dir}")
+
+
+def print_sweep_end(sweep_dir: Path) -> None:
+    """The last lines of a sweep: its directory, how many jobs finished and failed, and the commands that
+    report on it and browse it."""
+    from posenc_exp.analysis.report import load_runs
+
+    runs = load_runs(sweep_dir)
+    finished, failed = sum(r.finished for r in runs), sum(r.error is not None for r in runs)
+    other = len(runs) - finished - failed
+    counts = f"{finished} finished, {failed} failed" + (f", {other} without results" if other else "")
+    failures = " (each failed job's error.txt says why)" if failed else ""
+    print(f"\nsweep directory: {sweep_dir}: {len(runs)} jobs, {counts}{failures}")
+    print(f"report:          python -m posenc_exp.analysis.report {sweep_dir}")
+    print(f"browse it:       tensorboard --logdir {sweep_dir}")
+
+
+# Lightning's start-up lines that say nothing about this run; the progress bar and real warnings stay.
+LIGHTNING_NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
+
+
+class _DropLightningNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(LIGHTNING_NOISE)
+
+
+_DROP_NOISE = _DropLightningNoise()
+
+
+def quiet_third_party() -> None:
+    """Silence, in this process, Lightning's start-up noise (``LIGHTNING_NOISE``) and known third-party
+    warnings that no user of this project can act on: torch's ``LeafSpec`` deprecation, raised from inside
+    Lightning, and Lightning's hint to use ``srun`` on a machine that has Slurm installed (sweeps reach Slurm
+    through ``hydra/launcher=submitit_slurm``). Called by the entry points only, never on import."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DROP_NOISE)  # the same filter object: adding it twice is a no-op
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")

@@ -46,6 +46,7 @@ class PositionalEncoding(nn.Module):
     """Base class: the identity encoding. Subclasses set ``acts_on`` and override their family's hook."""
 
     acts_on: ClassVar[str] = "input"
+    snapshot_rows: ClassVar[str] = "position"  # what a row of snapshot() is, for the history image's axis
 
     def forward(self, x: Tensor) -> Tensor:
         """Input families: ``x`` is ``(batch, length, d_model)``; returns ``x`` with positions added."""
@@ -461,6 +462,8 @@ class T5Bias(BiasEncoding):
     def attention_bias(self, n_query: int, n_key: int) -> Tensor:
         # Index the transposed (heads, buckets) table: the result is (heads, n_query, n_key), contiguous.
         return self.relative_bias.weight.T[:, self.buckets(n_query, n_key)]
+
+    snapshot_rows = "bucket"
 
     def snapshot(self) -> Tensor:
         return self.relative_bias.weight.detach().cpu().clone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 if TYPE_CHECKING:
     from posenc_exp.encodings import PositionalEncoding
@@ -66,3 +67,95 @@ def render_map(values: np.ndarray) -> np.ndarray:
 def snapshot_images(encoding: PositionalEncoding) -> dict[str, np.ndarray]:
     """Name -> ``(H, W, 3)`` uint8 image of each of the encoding's maps over at most ``IMAGE_POSITIONS``."""
     return {name: render_map(values) for name, values in encoding.snapshot_maps(IMAGE_POSITIONS).items()}
+
+
+# Labelled images: tick labels, axis names and a colour bar, drawn with Pillow's bundled font (no matplotlib,
+# about a millisecond per image), so a reader can tell which row is which position and which column which epoch.
+_FONT_SIZE = 11
+_MARGIN = 4
+_BAR_WIDTH = 10
+
+
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=_FONT_SIZE)
+
+
+def ticks(n: int, most: int = 6) -> list[int]:
+    """Indices of ``0..n-1`` to label: multiples of a round step (1, 2 or 5 times a power of ten) that
+    leaves at most about ``most`` of them, and the last index."""
+    if n <= most:
+        return list(range(n))
+    step = next(s * 10**k for k in range(12) for s in (1, 2, 5) if s * 10**k * (most - 1) >= n - 1)
+    labelled = list(range(0, n - 1, step))
+    if (n - 1) - labelled[-1] <= step / 2:  # too close to the last index to print both
+        labelled.pop()
+    return [*labelled, n - 1]
+
+
+def _format(value: float) -> str:
+    return f"{value:+.3g}" if value else "0"
+
+
+def labelled_heatmaps(
+    matrices: list[np.ndarray],
+    rows: str,
+    cols: str,
+    titles: list[str] | None = None,
+    size: tuple[int, int] = (200, 300),
+    scale: float | None = None,
+    columns: int | None = None,
+) -> np.ndarray:
+    """Equal-shape 2-D arrays as one ``(H, W, 3)`` uint8 image: heatmaps in a grid of ``columns`` per row
+    (default: all in one row) on one shared diverging scale (:func:`heatmap_rgb`), each exactly ``size``
+    (height, width) pixels whatever its shape, with the row index (``rows``, e.g. "position") ticked on the
+    left of each grid row, the column index (``cols``, e.g. "epoch") under each heatmap, an optional title
+    above each, and a colour bar from ``-scale`` (0 when no value is negative) to ``+scale`` on the right.
+    The image's size depends only on ``size``, the number of matrices and the number of rows, so a series of
+    them (one per epoch) does not jump in TensorBoard.
+
+    Each entry covers ``size / shape`` pixels (rounded per entry); beyond ``size`` entries, evenly spaced
+    rows or columns are kept and the ticks still name the original indices.
+    """
+    n_rows, n_cols = np.shape(matrices[0])
+    height, width = size
+    row_of = np.arange(height) * n_rows // height  # the entry each pixel row (column) shows
+    col_of = np.arange(width) * n_cols // width
+    scale = max(float(np.abs(m).max()) for m in matrices) if scale is None else scale
+    tiles = [heatmap_rgb(m, (1, 1), max_cols=n_cols, scale=scale)[row_of][:, col_of] for m in matrices]
+    columns = min(columns or len(tiles), len(tiles))
+    grid_rows = -(-len(tiles) // columns)
+    font = _font()
+    text_h = _FONT_SIZE + 2
+    row_labels = {i: str(i) for i in ticks(n_rows)}
+    left = max(font.getbbox(s)[2] for s in [*row_labels.values(), rows]) + 2 * _MARGIN
+    block_h = text_h + _MARGIN + height + 2 * text_h + 2 * _MARGIN  # title, heatmap, ticks, axis name
+    low = 0.0 if all(float(np.min(m)) >= 0 for m in matrices) else -1.0  # non-negative: a white-to-red bar
+    bar_labels = [_format(scale), _format((1 + low) / 2 * scale), _format(low * scale)]
+    right = _BAR_WIDTH + font.getbbox("-8.88e-88")[2] + 3 * _MARGIN  # room for any label: a fixed width
+    canvas = Image.new("RGB", (left + columns * (width + 2 * _MARGIN) + right, grid_rows * block_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    black = (0, 0, 0)
+    draw.text((_MARGIN, 0), rows, fill=black, font=font)
+    for grid_row in range(grid_rows):
+        top = grid_row * block_h + text_h + _MARGIN
+        for i, label in row_labels.items():  # row ticks, at the middle of each labelled row
+            y = top + int((i + 0.5) * height / n_rows)
+            draw.line([(left - 3, y), (left - 1, y)], fill=black)
+            draw.text((left - 6, y), label, fill=black, font=font, anchor="rm")
+    for index, tile in enumerate(tiles):
+        x = left + (index % columns) * (width + 2 * _MARGIN)
+        top = (index // columns) * block_h + text_h + _MARGIN
+        canvas.paste(Image.fromarray(tile), (x, top))
+        if titles:
+            draw.text((x + width // 2, top - 1), titles[index], fill=black, font=font, anchor="md")
+        for k in ticks(n_cols, most=max(2, width // 40)):  # column ticks under the heatmap
+            cx = x + int((k + 0.5) * width / n_cols)
+            draw.line([(cx, top + height), (cx, top + height + 2)], fill=black)
+            draw.text((cx, top + height + 3), str(k), fill=black, font=font, anchor="ma")
+        draw.text((x + width // 2, top + height + text_h + 3), cols, fill=black, font=font, anchor="ma")
+    x, top = left + columns * (width + 2 * _MARGIN), text_h + _MARGIN
+    ramp = np.linspace(1.0, low, height)[:, None].repeat(_BAR_WIDTH, axis=1)  # the colour bar, +scale on top
+    canvas.paste(Image.fromarray(heatmap_rgb(ramp, (1, 1), max_cols=_BAR_WIDTH, scale=1.0)), (x, top))
+    for label, y in zip(bar_labels, (top, top + height // 2, top + height), strict=True):
+        draw.text((x + _BAR_WIDTH + _MARGIN, y), label, fill=black, font=font, anchor="lm")
+    return np.asarray(canvas)

@@ -65,12 +65,6 @@ class PosEncModule(L.LightningModule):
             return ["loss", "acc", "seq_acc"]
         return ["loss", "loss_gap"] if self.loss_floor is not None else ["loss"]
 
-    def validation_tags(self) -> list[str]:
-        """Every validation tag this module logs, e.g. ``val/loss`` and ``val/acc@len=40``."""
-        names = self.metric_names()
-        per_length = [f"val/{name}@len={n}" for n in self.eval_lengths for name in names]
-        return [f"val/{name}" for name in names] + per_length
-
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
@@ -108,9 +102,12 @@ class PosEncModule(L.LightningModule):
         """Make the epoch the x-axis of the epoch-level scalars, as it is for the snapshots and diagnostics.
 
         Lightning writes a logged value named ``step`` as the TensorBoard step of the values logged with it;
-        otherwise the step would count training chunks, which mean nothing to a reader.
+        otherwise the step would count training chunks, which mean nothing to a reader. ``sync_dist``: the
+        ranks agree on the epoch, and Lightning warns about an epoch-level value logged under DDP without it.
         """
-        self.log("step", float(self.current_epoch), on_step=False, on_epoch=True, add_dataloader_idx=False)
+        self.log(
+            "step", float(self.current_epoch), on_step=False, on_epoch=True, add_dataloader_idx=False, sync_dist=True
+        )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch[0][0], batch[1][0]

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
+from posenc_exp.console import print_sweep_end
 from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, OVERRIDES_FILE, STATUS_FILE, parse_overrides, write_json
 
@@ -120,13 +121,15 @@ def record_failure(cfg: DictConfig, error: BaseException) -> None:
 
 
 class SweepStatus(Callback):
-    """Hydra callback: ``<sweep dir>/sweep_status.json`` says whether the sweep is running or finished."""
+    """Hydra callback: ``<sweep dir>/sweep_status.json`` says whether the sweep is running or finished; at the
+    end, the sweep's last console lines (:func:`posenc_exp.console.print_sweep_end`)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._write(config, "running")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._write(config, "finished")
+        print_sweep_end(Path(str(config.hydra.sweep.dir)))
 
     @staticmethod
     def _write(config: DictConfig, state: str) -> None:

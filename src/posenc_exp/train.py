@@ -27,10 +27,10 @@ from torch import Tensor
 from posenc_exp import CONFIG_DIR
 from posenc_exp.callbacks import tensorboard_writer
 from posenc_exp.config import check_group_choices, check_output_dir, check_overrides, check_renamed, validate
-from posenc_exp.console import print_summary
+from posenc_exp.console import print_run_location, print_summary, quiet_third_party
 from posenc_exp.data import SyntheticDataModule
 from posenc_exp.errors import USER_ERRORS, ConfigError
-from posenc_exp.hparams import hparams_of, log_hparams
+from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
 from posenc_exp.module import PosEncModule
 from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, remove_if_empty, write_json, write_record
 from posenc_exp.sweep import (
@@ -173,7 +173,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not is_multirun():  # a sweep job's record is written before it starts (the report lists failed jobs too)
         write_record(cfg)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
-        log_hparams(writer, hparams_of(cfg), ["train/loss", *module.validation_tags()])
+        log_hparams(writer, hparams_of(cfg))
+        log_scalar_layout(writer, module)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
@@ -198,6 +199,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)
+        print_run_location(Path(cfg.paths.output_dir))
     return metrics
 
 
@@ -208,6 +210,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     In a sweep (``-m``): a job whose directory has ``metrics.json`` is skipped (its stored loss returned)
     unless ``force=true``, so rerunning a sweep command resumes it; a failed job writes ``error.txt``.
     """
+    quiet_third_party()  # again here: a sweep job may run in a fresh process (joblib, submitit)
     multirun = is_multirun()
     try:
         if multirun:
@@ -236,6 +239,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     """Check the command line (renamed keys, group choices, sweeper plugins, every override, the run directory)
     and refuse a bad one in one line, exit code 2, before Hydra makes a directory; then run Hydra's entry point."""
+    quiet_third_party()
     args = sys.argv[1:]
     try:
         check_renamed(args)

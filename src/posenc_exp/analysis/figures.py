@@ -1,4 +1,4 @@
-"""The figures of ``docs/findings.md``.
+"""The figures of ``docs/depth_study.md``.
 
 ``python -m posenc_exp.analysis.figures <depth_study dir> [--overfit <depth_overfit dir>] --out docs/``
 

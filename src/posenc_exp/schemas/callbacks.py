@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING
@@ -42,6 +42,14 @@ class LastCheckpoint:
 @dataclass
 class EncodingSnapshot:
     _target_: str = MISSING
+    history_pixels: list[int] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
+
+
+@dataclass
+class AttentionPatterns:
+    _target_: str = MISSING
+    n_examples: int = MISSING
+    head_pixels: int = MISSING
 
 
 @dataclass
@@ -69,5 +77,6 @@ SCHEMAS = {
     "last_checkpoint": LastCheckpoint,
     "encoding_snapshot": EncodingSnapshot,
     "progress_bar": ProgressBar,
+    "attention_patterns": AttentionPatterns,
     "diagnostics": Diagnostics,
 }
