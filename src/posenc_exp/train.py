@@ -149,7 +149,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
 def check_monitors(cfg: DictConfig, module: PosEncModule) -> None:
     """A callback that monitors a metric (``callbacks.model_checkpoint.monitor``) names one the module logs;
     Lightning would find out at the end of the first epoch, with a traceback."""
-    logged = ["train/loss", *module.validation_tags()]
+    names = module.metric_names()
+    per_length = [f"val/{name}@len={n}" for n in module.eval_lengths for name in names]
+    logged = ["train/loss", *(f"val/{name}" for name in names), *per_length]
     for name, callback in (cfg.get("callbacks") or {}).items():
         monitor = callback.get("monitor") if isinstance(callback, DictConfig) else None
         if monitor is not None and monitor not in logged:
