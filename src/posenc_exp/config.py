@@ -348,9 +348,11 @@ def derived_from(cfg: DictConfig, key: str) -> str | None:
 
 
 def group_choices(overrides: Sequence[str]) -> tuple[str, ...]:
-    """The overrides that choose an option of a config group (``model=attention``, ``hydra/launcher=joblib``)."""
+    """The overrides that choose an option of a config group (``model=attention``, ``hydra/launcher=joblib``),
+    and ``hydra.searchpath``, which says where options are found (a user's ``conf/``)."""
     key = lambda o: o.partition("=")[0].lstrip("+~")  # noqa: E731
-    return tuple(o for o in overrides if "/" in key(o) or (CONFIG_DIR / key(o)).is_dir())
+    chooses = lambda k: "/" in k or k == "hydra.searchpath" or (CONFIG_DIR / k).is_dir()  # noqa: E731
+    return tuple(o for o in overrides if chooses(key(o)))
 
 
 @functools.lru_cache(maxsize=64)
