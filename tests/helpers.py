@@ -52,6 +52,17 @@ def read_events(run_dir: Path):
     return accumulator
 
 
+def hparams_session(run_dir: Path) -> dict[str, object]:
+    """The hyperparameters of the run's HParams session (its start info)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = read_events(run_dir).PluginTagToContent("hparams")
+    data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in content.items()}
+    assert not any(d.HasField("experiment") for d in data.values()), "TensorBoard builds the experiment from all runs"
+    start = next(d.session_start_info for d in data.values() if d.HasField("session_start_info"))
+    return {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
+
+
 # A small real sweep: encoding x width x seed, where width 0 is a bad value only some jobs have (4 of 12 jobs
 # fail, 8 finish: 2 seeds in each of 4 cells). Run with the joblib launcher, 2 jobs at once.
 SMALL_SWEEP = [*FAST, "encoding=none,learned", "model.n_hidden=0,4,8", "seed=0,1"]

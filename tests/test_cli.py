@@ -24,10 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import FAST, read_events, read_metrics, run_cli, train_run
+from helpers import FAST, hparams_session, read_events, read_metrics, run_cli, train_run
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from tensorboard.plugins.hparams import plugin_data_pb2
 
 from posenc_exp.module import PosEncModule
 
@@ -44,15 +43,6 @@ def encoding_tags(run_dir: Path) -> dict[str, list[str]]:
     """The TensorBoard tags whose name contains ``encoding``, by kind."""
     tags = read_events(run_dir).Tags()
     return {kind: [t for t in tags[kind] if "encoding" in t] for kind in ("scalars", "histograms", "images")}
-
-
-def hparams_session(run_dir: Path) -> dict[str, object]:
-    """The hyperparameters of the run's HParams session (its start info)."""
-    content = read_events(run_dir).PluginTagToContent("hparams")
-    data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in content.items()}
-    assert not any(d.HasField("experiment") for d in data.values()), "TensorBoard builds the experiment from all runs"
-    start = next(d.session_start_info for d in data.values() if d.HasField("session_start_info"))
-    return {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
 
 
 def checkpoint_epoch(path: Path) -> int:

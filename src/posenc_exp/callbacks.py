@@ -206,3 +206,29 @@ class AttentionPatterns(L.Callback):
         lengths = self.lengths(pl_module)
         for tag, image in self.images(pl_module.net, trainer.datamodule.splits, lengths).items():
             writer.add_image(tag, image, trainer.current_epoch, dataformats="HWC")
+
+
+class PositionPerplexity(L.Callback):
+    """After each validation, the TensorBoard image ``view/ppl_by_position``: the perplexity at each position of
+    the longest evaluation windows, ``ppl(t) = exp(mean over windows of the loss at t)`` (Press et al., ICLR
+    2022; see :mod:`posenc_exp.perplexity`), the training length marked, the epoch as its step. Does nothing
+    for tasks other than language modelling, or without a TensorBoardLogger."""
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        position_loss = getattr(pl_module, "position_loss", None)
+        writer = tensorboard_writer(trainer)
+        if position_loss is None or writer is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        import matplotlib
+
+        from posenc_exp.perplexity import draw_position_perplexity
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(figsize=(6, 3.5))
+        curve = {f"epoch {trainer.current_epoch}": position_loss.tolist()}
+        draw_position_perplexity(axes, curve, pl_module.train_length)
+        figure.tight_layout()
+        writer.add_figure(f"{VIEW}/ppl_by_position", figure, trainer.current_epoch, close=True)

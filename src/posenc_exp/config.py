@@ -105,7 +105,7 @@ def check_compatibility(cfg: DictConfig) -> None:
                 f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
                 f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
             )
-    if getattr(task, "task", None) == "tokens" and cfg.model.get("causal", False) is not True:
+    if getattr(task, "task", None) in ("tokens", "lm") and cfg.model.get("causal", False) is not True:
         raise ConfigError(
             f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
         )

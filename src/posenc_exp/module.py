@@ -13,6 +13,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 from posenc_exp.data.tokens import IGNORE
 from posenc_exp.errors import NonFiniteLossError
+from posenc_exp.perplexity import lm_metrics
 
 
 class PosEncModule(L.LightningModule):
@@ -32,7 +33,9 @@ class PosEncModule(L.LightningModule):
     suffix (``val/loss`` is what checkpoints monitor). Metrics: ``loss``; with a known ``loss_floor`` (the
     best achievable loss), ``loss_gap = loss - loss_floor``; for token tasks ``acc``, the accuracy over
     answer tokens, and ``seq_acc``, the share of sequences whose answer tokens are all right (torchmetrics'
-    micro accuracy and exact match, ignoring ``IGNORE``).
+    micro accuracy and exact match, ignoring ``IGNORE``); for language modelling (``task="lm"``, every position
+    a target) ``bpb`` and ``ppl``, and ``position_loss``, the loss at each position of the longest evaluation
+    windows (see :mod:`posenc_exp.perplexity`).
 
     Resuming (``trainer.fit(..., ckpt_path=...)``): the optimizer's settings are this module's, not the
     checkpoint's (a resumed run with another ``optimizer.lr`` trains at that rate; its moments are restored);
@@ -58,18 +61,22 @@ class PosEncModule(L.LightningModule):
         self.task, self.loss_floor = task, loss_floor
         self.train_length = train_length
         self.eval_lengths = list(eval_lengths) if eval_lengths else []
+        self.position_loss: Tensor | None = None  # language modelling: loss by position, longest evaluation
 
     def metric_names(self) -> list[str]:
-        """The validation metrics, per length: ``loss`` (+ ``loss_gap``) or ``loss``, ``acc``, ``seq_acc``."""
+        """The validation metrics, per length: ``loss`` (+ ``loss_gap``); ``loss``, ``acc``, ``seq_acc`` (token
+        tasks); ``loss``, ``bpb``, ``ppl`` (language modelling, :func:`posenc_exp.perplexity.lm_metrics`)."""
         if self.task == "tokens":
             return ["loss", "acc", "seq_acc"]
+        if self.task == "lm":
+            return ["loss", "bpb", "ppl"]
         return ["loss", "loss_gap"] if self.loss_floor is not None else ["loss"]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
-        if self.task == "tokens":
+        if self.task in ("tokens", "lm"):
             return nn.functional.cross_entropy(prediction.flatten(0, 1), target.flatten(), ignore_index=IGNORE)
         return nn.functional.mse_loss(prediction, target)
 
@@ -113,8 +120,13 @@ class PosEncModule(L.LightningModule):
         x, y = batch[0][0], batch[1][0]
         length = self.eval_lengths[dataloader_idx] if self.eval_lengths else self.train_length
         prediction = self.net(x)
-        loss = self.loss(prediction, y)
-        metrics = {"loss": loss}
+        if self.task == "lm":
+            metrics, position_loss = lm_metrics(prediction, y)
+            if length == self.eval_lengths[-1]:
+                self.position_loss = position_loss
+        else:
+            metrics = {"loss": self.loss(prediction, y)}
+        loss = metrics["loss"]
         if self.loss_floor is not None:
             metrics["loss_gap"] = loss - self.loss_floor
         if self.task == "tokens":

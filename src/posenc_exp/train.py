@@ -32,7 +32,8 @@ from posenc_exp.data import SyntheticDataModule
 from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
 from posenc_exp.module import PosEncModule
-from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, remove_if_empty, write_json, write_record
+from posenc_exp.perplexity import POSITION_LOSS
+from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, flatten, remove_if_empty, write_json, write_record
 from posenc_exp.sweep import (
     ForeignJobError,
     check_distributed_sweep,
@@ -175,7 +176,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not is_multirun():  # a sweep job's record is written before it starts (the report lists failed jobs too)
         write_record(cfg)
     if (writer := tensorboard_writer(trainer)) is not None and trainer.is_global_zero:
-        log_hparams(writer, hparams_of(cfg))
+        log_hparams(writer, {**hparams_of(cfg), **flatten(datamodule.provenance())})  # + a text corpus's fingerprint
         log_scalar_layout(writer, module)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -197,7 +198,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "overrides": job_overrides(),
         "encoding_initial": encoding_as_list(module.encoding_initial),
         "encoding_final": encoding_as_list(module.net.encoding.snapshot()),
+        **datamodule.provenance(),  # e.g. the text corpus's fingerprint
     }
+    if module.position_loss is not None:  # language modelling: the per-position curve (posenc_exp.perplexity)
+        metrics[POSITION_LOSS] = {"length": module.eval_lengths[-1], "loss": module.position_loss.tolist()}
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / METRICS_FILE, metrics, indent=2)
         print_summary(metrics)

@@ -10,7 +10,9 @@ Reads every job directory of a sweep (the directories holding ``.hydra/overrides
 - Plots: each metric against each numeric swept key, one line per value of the other swept keys (e.g. per
   encoding); with no numeric key, a bar per cell; where runs were evaluated at several lengths
   (``metrics.json`` key ``eval``: ``{"<length>": {"acc": .., "loss": ..}}``), each of those metrics against
-  the evaluation length, one line per cell.
+  the evaluation length, one line per cell; for language models (``metrics.json`` key ``position_loss``),
+  the perplexity by position inside the longest evaluation window, one line per cell
+  (``ppl_by_position.png``, :func:`position_perplexity_plot`).
 - Runs without ``metrics.json`` are listed as failed (with the ``error.txt`` line ``posenc_exp.train``
   writes for a job that failed on bad input or a non-finite loss) or unfinished; they never stop the report.
 
@@ -257,9 +259,10 @@ class Report:
     plots: list[Path] = field(default_factory=list)
 
     def eval_metric(self) -> str | None:
-        """The per-length metric of the length table: accuracy where there is one, else the loss."""
+        """The per-length metric of the length table: accuracy where there is one, perplexity for language
+        models, else the loss."""
         names = {m.split("/")[2] for m in self.metrics if m.startswith("eval/")}
-        return next((n for n in ("acc", "seq_acc", "loss") if n in names), None)
+        return next((n for n in ("acc", "seq_acc", "ppl", "loss") if n in names), None)
 
     def eval_lengths(self) -> list[int]:
         return sorted({n for run in self.runs if run.finished for n in run.eval_lengths()})
@@ -371,6 +374,31 @@ def _errorbar_lines(axes: Any, lines: dict[str, list[tuple[float, float, float]]
         axes.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
 
 
+def position_perplexity_plot(cells: list[Cell], keys: list[str], out: Path, bins: int = 32) -> Path | None:
+    """``<out>/ppl_by_position.png`` for language-model runs: per cell, the perplexity by position inside the
+    longest evaluation window, from the loss at each position (``metrics.json`` key ``position_loss``) averaged
+    over the cell's finished runs (seeds), then over ``bins`` runs of positions
+    (:func:`posenc_exp.perplexity.draw_position_perplexity`); ``None`` if no run wrote one."""
+    from posenc_exp.perplexity import POSITION_LOSS, draw_position_perplexity
+
+    curves, train_length = {}, None
+    for cell in cells:
+        payloads = [json.loads((run.directory / METRICS_FILE).read_text()) for run in cell.finished]
+        found = [p[POSITION_LOSS] | {"train_length": p["train_length"]} for p in payloads if POSITION_LOSS in p]
+        if not found:
+            continue
+        length = max(curve["length"] for curve in found)
+        losses = [curve["loss"] for curve in found if curve["length"] == length]
+        label = f"{cell.label(keys)} ({len(losses)} run{'s' if len(losses) != 1 else ''})"
+        curves[label] = [sum(values) / len(values) for values in zip(*losses, strict=True)]
+        train_length = found[0]["train_length"]
+    if not curves:
+        return None
+    figure, axes = grid(1, width=7, height=4.5)
+    draw_position_perplexity(axes[0], curves, train_length, bins)
+    return save(figure, out / "ppl_by_position.png")
+
+
 def draw_plots(report: Report) -> list[Path]:
     """PNG plots into ``<sweep dir>/plots`` (see the module docstring); returns their paths."""
     finished_cells = [c for c in report.cells if c.finished]
@@ -425,6 +453,8 @@ def draw_plots(report: Report) -> list[Path]:
             ax.set(xlabel="evaluation length", ylabel=name, title=f"{name} vs evaluation length")
             ax.legend(fontsize="small")
         paths.append(save(figure, out / "eval_vs_length.png"))
+    if (curve := position_perplexity_plot(finished_cells, report.keys, out)) is not None:
+        paths.append(curve)
     return paths
 
 

@@ -7,7 +7,8 @@ sample standard deviation over the seeds of the task's headline metric at that l
 - token tasks: ``seq_acc``, the share of sequences whose whole answer is right (exact match, the metric of
   Kazemnejad et al. 2023), or ``acc`` (per answer token) with ``--token-metric acc``;
 - regression tasks: ``loss_gap``, the validation MSE minus the best achievable one, where the task knows it;
-  else ``loss``.
+  else ``loss``;
+- language modelling (``data=text``): ``ppl``, the perplexity (the metric of Press et al. 2022).
 
 Runs are read with :mod:`posenc_exp.analysis.report` (its loading, grouping and formatting); rows keep the order in
 which the sweep ran them. Prints a markdown table.
@@ -25,9 +26,9 @@ ROW_KEYS = ["data", "encoding"]
 
 
 def headline_metric(cell: Cell, token_metric: str) -> str:
-    """``token_metric`` for token tasks, else ``loss_gap`` where logged, else ``loss``."""
+    """``token_metric`` for token tasks, else ``loss_gap`` where logged, ``ppl`` for language models, else ``loss``."""
     names = {key.split("/")[2] for run in cell.finished for key in run.metrics if key.startswith("eval/")}
-    return next(name for name in (token_metric, "loss_gap", "loss") if name in names)
+    return next(name for name in (token_metric, "loss_gap", "ppl", "loss") if name in names)
 
 
 def factor_label(factor: float) -> str:

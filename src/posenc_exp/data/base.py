@@ -93,7 +93,8 @@ class SyntheticDataModule(L.LightningDataModule):
     several lengths (``posenc_exp.data.lengths``) have one validation loader per length.
     """
 
-    task: str = "regression"  # "regression": scalar targets, MSE; "tokens": per-position token targets
+    task: str = "regression"  # "regression": scalar targets, MSE; "tokens": per-position token targets;
+    # "lm": language modelling, every position a next-token target (loss, bits per byte, perplexity)
     vocab_size: int | None = None  # token tasks: the number of token ids
 
     @property
@@ -124,6 +125,11 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         raise NotImplementedError
+
+    def provenance(self) -> dict[str, Any]:
+        """What the data was made from, beyond the config, for ``metrics.json`` and the HParams tab (after
+        setup): nothing for a generated task (its config and seed say it all); a text corpus's fingerprint."""
+        return {}
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:

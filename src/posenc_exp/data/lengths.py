@@ -57,13 +57,15 @@ class LengthGeneralizationTask(SyntheticDataModule):
         own checks (and call this)."""
         super().check_config(data)
         require_int("data.length", data.length, 1)
-        require_int("data.n_train", data.n_train, 1)
-        require_int("data.n_val", data.n_val, 1)
         factors = list(data.eval_factors)
         if not factors or not all(is_number(f) and math.isfinite(f) and f > 0 for f in factors):
             raise ConfigError(
                 f"data.eval_factors={factors} is not allowed: expected a non-empty list of finite factors > 0"
             )
+        if "n_train" not in data:  # a task that reads its examples from elsewhere (data=text) sizes them itself
+            return
+        require_int("data.n_train", data.n_train, 1)
+        require_int("data.n_val", data.n_val, 1)
         lengths = eval_lengths(data.length, factors)
         positions = data.n_train * cls.input_length(data.length) + data.n_val * sum(map(cls.input_length, lengths))
         keys = f"data.n_train={data.n_train} data.n_val={data.n_val} data.length={data.length}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from omegaconf import MISSING
 
@@ -53,9 +54,23 @@ class Tokens(Lengths):
     vocab_size: int = MISSING
 
 
+@dataclass
+class Text(Task):
+    """Byte-level language modelling on files (``posenc_exp.data.TextBytes``)."""
+
+    corpus: Optional[str] = MISSING  # noqa: UP045 - OmegaConf 2.3 reads typing.Optional, not X | None
+    length: int = MISSING
+    eval_factors: list[float] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
+    val_fraction: float = MISSING
+    max_bytes: int = MISSING
+    val_bytes: int = MISSING
+    vocab_size: int = MISSING
+
+
 SCHEMAS = {
     "random": Random,
     "lag": Lag,
     "ar": AR,
-    "tokens": Tokens,  # in conf/data/_tokens.yaml, the base of copy, reverse, sort and recall
+    "tokens": Tokens,
+    "text": Text,  # in conf/data/_tokens.yaml, the base of copy, reverse, sort and recall
 }
