@@ -38,7 +38,7 @@ ATTENTION = ["model=attention", "model.causal=true"]
 # The group choices under which each option's keys are tried (a valid run otherwise).
 CONTEXTS = [
     [],  # data=random, model=feedforward, encoding=learned, and the default optimizer, trainer, callbacks, logger
-    *[[f"data={task}", *ATTENTION] for task in ("ar", "lag", *TOKEN_TASKS)],
+    *[[f"data={task}", *ATTENTION] for task in ("ar", "lag", *TOKEN_TASKS, "text")],
     ["model=attention"],
     *[[*ATTENTION, f"encoding={e}"] for e in ("none", "sinusoidal", "rope", "alibi", "t5")],
     [*ATTENTION, "callbacks=diagnostics"],
@@ -51,6 +51,8 @@ TINY = {
     "data.n_train": "64",
     "data.n_val": "16",
     "data.eval_factors": "[1.0,2.0]",
+    "data.max_bytes": "20000",
+    "data.val_bytes": "4096",
 }
 RESULT_FILES = ("events.out.tfevents.*", "*.ckpt", "metrics.json")
 
@@ -74,7 +76,10 @@ def leaves(node: dict, prefix: str) -> Iterator[str]:
 def tiny(choices: list[str], skip: str = "") -> list[str]:
     """The tiny settings for a run with these group choices, leaving out ``skip`` (the key under test)."""
     data = next((c.partition("=")[2] for c in choices if c.startswith("data=")), "random")
-    sizes = ["data.xlen"] if data == "random" else ["data.n_train", "data.n_val", "data.eval_factors"]
+    sizes = {
+        "random": ["data.xlen"],
+        "text": ["data.max_bytes", "data.val_bytes", "data.eval_factors"],
+    }.get(data, ["data.n_train", "data.n_val", "data.eval_factors"])
     if any(c.startswith("experiment=") for c in choices):
         sizes = [k for k in sizes if k != "data.eval_factors"]  # the presets choose their own
     return [f"{k}={TINY[k]}" for k in ("trainer.max_epochs", "callbacks.progress_bar", *sizes) if k != skip]
@@ -106,7 +111,7 @@ def combination_cases() -> list[Case]:
     model, every experiment preset, and a GPU trainer where there is none."""
     combos = [
         [f"data={d}", f"model={m}", f"encoding={e}", *causal]
-        for d in ("random", "ar", "lag", *TOKEN_TASKS)
+        for d in ("random", "ar", "lag", *TOKEN_TASKS, "text")
         for m, causals in (("feedforward", [[]]), ("attention", [[], ["model.causal=true"]]))
         for causal in causals
         for e in ("none", "learned", "sinusoidal", "rope", "alibi", "t5")

@@ -44,7 +44,7 @@ def check_components(cfg: DictConfig) -> None:
     callbacks = cfg.get("callbacks") or {}
     nodes += [(f"callbacks.{name}", node) for name, node in callbacks.items() if isinstance(node, DictConfig)]
     for key, node in nodes:
-        component = target_class(node, key) if node.get("_target_") is not None else None
+        component = target_class(node, key) if "_target_" in node else None
         checker = OmegaConf.get_type(node)
         if not hasattr(checker, "check_config"):
             checker = component

@@ -46,6 +46,11 @@ class EncodingSnapshot:
 
 
 @dataclass
+class PositionPerplexity:
+    _target_: str = MISSING
+
+
+@dataclass
 class AttentionPatterns:
     _target_: str = MISSING
     n_examples: int = MISSING
@@ -78,5 +83,6 @@ SCHEMAS = {
     "encoding_snapshot": EncodingSnapshot,
     "progress_bar": ProgressBar,
     "attention_patterns": AttentionPatterns,
+    "position_perplexity": PositionPerplexity,
     "diagnostics": Diagnostics,
 }
