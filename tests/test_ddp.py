@@ -45,7 +45,8 @@ def test_ddp_cpu_matches_one_process_on_the_same_global_batch(ddp_and_single: tu
 @pytest.mark.slow
 def test_ddp_rank_zero_alone_writes(ddp_and_single: tuple[Path, Path, str]) -> None:
     ddp_dir, single_dir, stdout = ddp_and_single
-    assert relative_files(ddp_dir) - relative_files(single_dir) == {"train_ddp_process_1.log"}, "rank 1: its log only"
+    # Rank 1 writes nothing but its log, and that only once it logs something (the file handler is delayed).
+    assert relative_files(ddp_dir) - relative_files(single_dir) <= {"train_ddp_process_1.log"}, "rank 1: its log only"
     assert len(list(ddp_dir.glob("events.out*"))) == 1
     assert stdout.count("val_loss=") == 1, "the summary is printed once"
     events, single_events = read_events(ddp_dir), read_events(single_dir)

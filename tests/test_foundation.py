@@ -80,7 +80,8 @@ def combinations_with(override: str) -> list[list[str]]:
     if override.startswith("model="):
         return [[override]]
     if override.startswith("trainer=") and not torch.cuda.is_available():
-        return [[override], [override, "trainer.accelerator=cpu"]]  # a GPU trainer is refused without a GPU
+        # A GPU trainer is refused without a GPU; on the CPU it runs as many processes as given (not -1: every GPU)
+        return [[override], [override, "trainer.accelerator=cpu", "trainer.devices=1"]]
     return [[override], *([override, *variant] for variant in model_variants())]
 
 

@@ -104,9 +104,13 @@ def test_force_reruns_and_another_sweep_in_the_same_dir_is_refused(tmp_path: Pat
     run_cli("-m", *FAST, "seed=0", f"hydra.sweep.dir={sweep_dir}")
     first = read_metrics(sweep_dir / "0")
 
+    recorded = (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text()
     other = run_cli("-m", *FAST, "seed=1", f"hydra.sweep.dir={sweep_dir}")
-    assert "holds the results of other overrides" in other.stderr and "force=true" in other.stderr
+    assert "holds a job of other overrides" in other.stderr and "force=true" in other.stderr
     assert read_metrics(sweep_dir / "0") == first
+    # Refused before anything in the directory changed: the first sweep's record still says seed=0.
+    assert (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text() == recorded and "seed=0" in recorded
+    assert not (sweep_dir / "0" / "error.txt").exists()
 
     forced = run_cli("-m", *FAST, "seed=1", "force=true", f"hydra.sweep.dir={sweep_dir}")
     assert "skip: " not in forced.stdout

@@ -19,6 +19,8 @@ def _longest_input(target: str, length: int, eval_factors: list[float]) -> int:
 
 OmegaConf.register_new_resolver("posenc.max_positions", _longest_input, replace=True)
 
+from posenc_exp import schemas  # noqa: E402, F401  registers the config schemas in Hydra's ConfigStore
+
 # conf/hydra/launcher/ presets share the plugins' names on purpose: Hydra merges each onto the plugin's own
 # config ("automatic schema matching") and warns on every composition, in every job process too.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/", category=UserWarning)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from posenc_exp.checks import is_int, require_int
 from posenc_exp.encodings import PositionalEncoding, replica_of
+from posenc_exp.errors import ConfigError
 from posenc_exp.images import labelled_heatmaps, snapshot_images
 from posenc_exp.loggers import replica_writers
 from posenc_exp.models import AttentionStack
@@ -47,6 +53,15 @@ class EncodingSnapshot(L.Callback):
     state, so a resumed run continues its heatmap. Without a TensorBoardLogger (e.g. under ``fast_dev_run``)
     it does nothing.
     """
+
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.encoding_snapshot") -> None:
+        """``history_pixels``: ``[height, width]``, two integers >= 16."""
+        pixels = list(config.get("history_pixels", [16, 16]))
+        if len(pixels) != 2 or not all(is_int(p) and p >= 16 for p in pixels):
+            raise ConfigError(
+                f"{key}.history_pixels={pixels} is not allowed: expected [height, width], two integers >= 16"
+            )
 
     def __init__(self, history_pixels: tuple[int, int] = (200, 300)) -> None:
         self.history_pixels = tuple(history_pixels)
@@ -87,6 +102,42 @@ class EncodingSnapshot(L.Callback):
         self.history = {int(k): list(v) for k, v in state_dict["history"].items()}
 
 
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that keeps its tracking when a run resumes into another directory.
+
+    Lightning restores only ``best_model_path`` when the checkpoint's ``dirpath`` differs from this run's, so a
+    resumed run forgot the best score (``best_val_loss``) and took its first epoch for the best. Here the
+    tracked files are carried over: a monitored callback's best checkpoints are copied into this run's
+    ``dirpath`` (rank 0; the old run's files are never touched) and its scores restored, so a later epoch
+    replaces the best only when it is better; the paths of an unmonitored one (``last.ckpt``) point into
+    this run's ``dirpath``, where its next save writes.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and Path(old) != Path(self.dirpath):
+            state_dict = self._moved(state_dict, Path(old))
+        super().load_state_dict(state_dict)
+
+    def _moved(self, state: dict[str, Any], old: Path) -> dict[str, Any]:
+        new_dir = Path(self.dirpath)
+
+        def move(path: str) -> str:
+            if not path or Path(path).parent != old:
+                return path
+            target = new_dir / Path(path).name
+            if self.monitor and Path(path).is_file() and not target.exists() and rank_zero_only.rank == 0:
+                new_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+            return str(target)
+
+        moved = {**state, "dirpath": str(new_dir)}
+        moved["best_k_models"] = {move(p): score for p, score in state.get("best_k_models", {}).items()}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            moved[key] = move(state.get(key, ""))
+        return moved
+
+
 class AttentionPatterns(L.Callback):
     """At the end of training epochs, log what each attention head attends to, for attention models.
 
@@ -99,6 +150,12 @@ class AttentionPatterns(L.Callback):
     With several replicas each replica's patterns go to its own run (one forward serves them all). Other
     networks (the feed-forward model) log nothing; under DDP rank 0 alone writes.
     """
+
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.attention_patterns") -> None:
+        """``n_examples`` >= 1, ``head_pixels`` >= 16."""
+        require_int(f"{key}.n_examples", config.n_examples, 1)
+        require_int(f"{key}.head_pixels", config.head_pixels, 16)
 
     def __init__(self, n_examples: int = 32, head_pixels: int = 160) -> None:
         self.n_examples, self.head_pixels = n_examples, head_pixels

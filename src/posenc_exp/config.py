@@ -2,71 +2,54 @@
 
 from __future__ import annotations
 
-import math
+import functools
+import importlib
+import itertools
+import os
 import re
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.errors import ConfigError
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-POSITIVE_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
-
-# key -> (predicate, what is allowed). Keys absent from a config are skipped.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "model.n_hidden": POSITIVE_INT,
-    "data.batch_size": POSITIVE_INT,
-    "data.chunk_steps": POSITIVE_INT,
-    "data.val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a fraction strictly between 0 and 1"),
-    "optimizer.lr": (lambda v: _is_number(v) and v > 0 and math.isfinite(v), "a finite number > 0"),
-    "trainer.max_epochs": POSITIVE_INT,
-    "model.d_model": POSITIVE_INT,
-    "model.n_heads": POSITIVE_INT,
-    "model.depth": POSITIVE_INT,
-    "model.mlp_ratio": POSITIVE_INT,
-    "model.norm": (lambda v: v in ("pre", "post", "none"), "one of pre, post, none"),
-    "data.length": POSITIVE_INT,
-    "data.n_train": POSITIVE_INT,
-    "data.n_val": POSITIVE_INT,
-    "data.eval_factors": (
-        lambda v: len(v) > 0 and all(_is_number(f) and f > 0 for f in v),
-        "a non-empty list of factors > 0",
-    ),
-    "callbacks.attention_patterns.n_examples": POSITIVE_INT,
-    "callbacks.attention_patterns.head_pixels": (lambda v: isinstance(v, int) and v >= 16, "an integer >= 16"),
-    "callbacks.encoding_snapshot.history_pixels": (
-        lambda v: len(v) == 2 and all(isinstance(p, int) and p >= 16 for p in v),
-        "[height, width], two integers >= 16",
-    ),
-}
-
-
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for the first value outside its allowed range."""
-    for key, (allowed, description) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        try:
-            ok = allowed(value)
-        except TypeError:
-            ok = False
-        if value is not None and not ok:
-            raise ConfigError(f"{key}={value} is not allowed: expected {description}")
-    xlen, length = OmegaConf.select(cfg, "data.xlen"), OmegaConf.select(cfg, "data.length")
-    if xlen is not None and xlen <= length:
-        raise ConfigError(f"data.xlen={xlen} is not allowed: expected an integer > data.length={length}")
+    """Raise :class:`ConfigError` for the first value outside its allowed range or the first combination that
+    cannot work: the kinds of model, task and encoding that cannot work together (:func:`check_compatibility`),
+    each component's own checks (:func:`check_components`), the relations between their values
+    (:func:`check_combination`), the accelerator and the checkpoint to resume from."""
+    check_compatibility(cfg)
+    check_components(cfg)
     check_combination(cfg)
     check_accelerator(cfg)
     if cfg.get("ckpt_path"):
         check_checkpoint(cfg.ckpt_path)
+
+
+COMPONENT_GROUPS = ("data", "model", "encoding", "optimizer", "trainer", "logger")
+
+
+def check_components(cfg: DictConfig) -> None:
+    """Each component checks its own ranges, on its resolved config node: the ``check_config(config)``
+    classmethod of the node's schema where it has one (the torch and Lightning classes, which cannot check
+    themselves), else of the class its ``_target_`` names (``posenc_exp``'s own components). So a new
+    option brings its own checks and nothing here grows with the options; one without ``check_config`` is
+    not range-checked (its types still are, where it has a schema)."""
+    nodes = [("", cfg), *((g, cfg[g]) for g in COMPONENT_GROUPS if isinstance(cfg.get(g), DictConfig))]
+    callbacks = cfg.get("callbacks") or {}
+    nodes += [(f"callbacks.{name}", node) for name, node in callbacks.items() if isinstance(node, DictConfig)]
+    for key, node in nodes:
+        component = target_class(node, key) if "_target_" in node else None
+        checker = OmegaConf.get_type(node)
+        if not hasattr(checker, "check_config"):
+            checker = component
+        if hasattr(checker, "check_config"):
+            checker.check_config(node, key) if key.startswith("callbacks.") else checker.check_config(node)
 
 
 def _option(cfg: DictConfig, group: str) -> str:
@@ -81,56 +64,74 @@ def _option(cfg: DictConfig, group: str) -> str:
     return f"{group}={choice}" if choice else f"{group}._target_={cfg[group]._target_}"
 
 
+def target_class(node: DictConfig, key: str) -> type:
+    """The class ``node._target_`` names (``package.module.Class``), or a :class:`ConfigError` naming
+    ``<key>._target_``. Imported here rather than by ``hydra.utils.get_class``, which logs every failure over
+    several lines before raising."""
+    target = str(node._target_)
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attribute in parts[i:]:
+            found = getattr(found, attribute, None)
+        if isinstance(found, type):
+            return found
+        break
+    raise ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
+
+
+def check_compatibility(cfg: DictConfig) -> None:
+    """Kinds of model, task and encoding that cannot work together, each as one :class:`ConfigError` line,
+    checked before any value: the feed-forward model reads a fixed window of scalars through input-added
+    encodings only; token tasks are trained with teacher forcing and need a causal model."""
+    from posenc_exp.models import FeedForward
+
+    if "data" not in cfg or "model" not in cfg:
+        return
+    task, model = target_class(cfg.data, "data"), target_class(cfg.model, "model")
+    encoding = target_class(cfg.encoding, "encoding") if cfg.get("encoding") else None
+    model_name, data_name = _option(cfg, "model"), _option(cfg, "data")
+    if issubclass(model, FeedForward):
+        if getattr(task, "task", None) != "regression":
+            raise ConfigError(
+                f"{model_name} reads windows of scalars and cannot serve the token task {data_name}: "
+                "use model=attention"
+            )
+        if encoding is not None and getattr(encoding, "acts_on", "input") != "input":
+            raise ConfigError(
+                f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
+                f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
+            )
+    if getattr(task, "task", None) in ("tokens", "lm") and cfg.model.get("causal", False) is not True:
+        raise ConfigError(
+            f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
+        )
+
+
 def check_combination(cfg: DictConfig) -> None:
-    """Model / task / encoding combinations that cannot work, each as one :class:`ConfigError` line.
-
-    The feed-forward model reads a fixed window of scalars through input-added encodings only; token tasks
-    are trained with teacher forcing and need a causal model; heads must divide the width (and RoPE needs
-    an even head width); a trained position table must cover ``data.max_positions``, and ``data.max_positions`` the
-    longest evaluation input; then the task's own checks (``check_config``).
+    """Relations between the values of model, task and encoding that cannot work, each as one
+    :class:`ConfigError` line: the feed-forward model reads exactly ``data.length`` values; a trained position
+    table must cover ``data.max_positions``, and ``data.max_positions`` the longest evaluation input. What one
+    component alone decides (e.g. that heads divide the width) is its own check (:func:`check_components`).
     """
-    from hydra.utils import get_class
-
     from posenc_exp.data.lengths import eval_lengths
     from posenc_exp.encodings import AbsoluteTable, Sinusoidal
     from posenc_exp.models import FeedForward
 
     if "data" not in cfg or "model" not in cfg:
         return
-    task = get_class(cfg.data._target_)
-    model = get_class(cfg.model._target_)
-    encoding = get_class(cfg.encoding._target_) if cfg.get("encoding") else None
-    data, model_name, data_name = cfg.data, _option(cfg, "model"), _option(cfg, "data")
-    if issubclass(model, FeedForward):
-        if task.task != "regression":
-            raise ConfigError(
-                f"{model_name} reads windows of scalars and cannot serve the token task {data_name}: "
-                "use model=attention"
-            )
-        if encoding is not None and encoding.acts_on != "input":
-            raise ConfigError(
-                f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
-                f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
-            )
-        if "eval_factors" in data and eval_lengths(data.length, data.eval_factors) != [data.length]:
-            raise ConfigError(
-                f"{model_name} reads exactly data.length={data.length} values and cannot be evaluated "
-                f"at data.eval_factors={list(data.eval_factors)}: set data.eval_factors=[1.0] or use "
-                "model=attention"
-            )
-    if task.task in ("tokens", "lm") and not cfg.model.get("causal", False):
+    task, model = target_class(cfg.data, "data"), target_class(cfg.model, "model")
+    encoding = target_class(cfg.encoding, "encoding") if cfg.get("encoding") else None
+    data = cfg.data
+    windows = eval_lengths(data.length, data.eval_factors) if "eval_factors" in data else [data.get("length")]
+    if issubclass(model, FeedForward) and windows != [data.get("length")]:
         raise ConfigError(
-            f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
+            f"{_option(cfg, 'model')} reads exactly data.length={data.length} values and cannot be evaluated "
+            f"at data.eval_factors={list(data.eval_factors)}: set data.eval_factors=[1.0] or use model=attention"
         )
-    d_model, n_heads = cfg.model.get("d_model"), cfg.model.get("n_heads")
-    if d_model is not None and n_heads is not None:
-        if d_model % n_heads:
-            raise ConfigError(f"model.n_heads={n_heads} does not divide model.d_model={d_model}")
-        if encoding is not None and encoding.acts_on == "rotary" and (d_model // n_heads) % 2:
-            raise ConfigError(
-                f"{_option(cfg, 'encoding')} rotates pairs of dimensions: the head width "
-                f"model.d_model/model.n_heads={d_model}/{n_heads} must be even"
-            )
     trained_table = (
         encoding is not None
         and issubclass(encoding, AbsoluteTable)
@@ -149,12 +150,12 @@ def check_combination(cfg: DictConfig) -> None:
                 f"data.max_positions={data.max_positions} is shorter than the longest evaluation input ({longest} "
                 "positions, from data.length and data.eval_factors): leave data.max_positions at its default"
             )
-    if hasattr(task, "check_config"):
-        task.check_config(data)
 
 
 def check_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer (``trainer.accelerator=gpu``/``cuda``, e.g. ``trainer=ddp``) needs a visible CUDA device."""
+    import torch
+
     accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="cpu")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
@@ -165,6 +166,8 @@ def check_accelerator(cfg: DictConfig) -> None:
 
 def check_checkpoint(path: str) -> None:
     """A Lightning checkpoint that exists and loads with ``weights_only=True``."""
+    import torch
+
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"ckpt_path={path} does not exist: expected a checkpoint file such as last.ckpt")
@@ -244,29 +247,180 @@ def compose_train(overrides: Sequence[str] = (), return_hydra_config: bool = Fal
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
-def check_overrides(overrides: Sequence[str]) -> None:
-    """Compose the config with the command line's overrides, and turn a failure into one line.
+# Hydra's flags that ask for something other than a run (help, the config, shell completion): left to Hydra.
+INSPECTION_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
+    """Hydra override strings with comma lists or ``range(...)`` -> every combination, in order."""
+    return [list(combination) for combination in itertools.product(*_sweep_values(overrides))]
+
+
+def _sweep_values(overrides: Sequence[str]) -> list[list[str]]:
+    """Each override as the list of plain overrides its sweep stands for (itself when it is no sweep; none
+    for a search space such as Optuna's ``interval(...)``, which only the sweeper can draw from)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_sweep_override():
+            values.append([override.input_line])
+        elif override.is_discrete_sweep():
+            values.append([f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()])
+        else:
+            values.append([])
+    return values
+
+
+def one_at_a_time(overrides: Sequence[str]) -> list[list[str]]:
+    """The plain override lists that together try every value of every sweep once: the first values of all,
+    then each further value with the others at their first. ``a=1,2 b=3,4`` -> ``[a=1 b=3], [a=2 b=3],
+    [a=1 b=4]``: as many compositions as values, not the product."""
+    values = [v for v in _sweep_values(overrides) if v]
+    first = [v[0] for v in values]
+    variants = [first]
+    for i, choices in enumerate(values):
+        variants += [[*first[:i], choice, *first[i + 1 :]] for choice in choices[1:]]
+    return variants
+
+
+def check_overrides(args: Sequence[str]) -> DictConfig | None:
+    """Compose the config with the command line's overrides (with ``-m``, every value of every sweep once),
+    turn a failure into one line, and return the composed config with its ``hydra`` node (of the first
+    combination), or ``None`` when a flag asks Hydra for something other than a run (``--help``, ``--cfg``).
 
     Catches what Hydra reports in several lines: a key that does not exist (``model.n_hiden=8``), a value
-    of the wrong type, a malformed override. Only plain single runs are checked here: with ``-m`` or other
-    flags the arguments are Hydra's to parse (sweeps such as ``a=1,2`` are not composable as one config).
+    of the wrong type, a malformed override or sweep.
     """
-    if any(arg.startswith("-") for arg in overrides):
-        return
+    flags = [arg for arg in args if arg.startswith("-")]
+    if any(flag not in MULTIRUN_FLAGS for flag in flags):
+        return None
+    overrides = [arg for arg in args if not arg.startswith("-")]
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     try:
-        compose_train(overrides)
-    except (HydraException, OmegaConfBaseException) as error:
-        # The override to name: the one whose removal lets the rest compose.
-        others = lambda o: [x for x in overrides if x != o]  # noqa: E731
-        culprit = next((o for o in overrides if not _compose_error(others(o))), None)
-        lines = [f"{culprit}:" if culprit else "", str(error).splitlines()[0]]
-        if error.__cause__ is not None:
-            lines.append(str(error.__cause__).splitlines()[0])
-        hint = "; add a new key with +key=value, list the keys with --cfg job"
-        raise ConfigError(" ".join(lines).strip() + (hint if "not in struct" in lines[-1] else "")) from None
+        variants = one_at_a_time(overrides) if flags else [overrides]
+    except HydraException as error:  # the override and why: Hydra's first two lines
+        raise ConfigError(": ".join(str(error).splitlines()[:2])) from None
+    composed = None
+    for variant in variants:
+        try:
+            cfg = compose_train(variant, return_hydra_config=True)
+            resolve(cfg, multirun=bool(flags))
+        except Exception as error:  # Hydra's and OmegaConf's errors, and the odd assertion deep inside Hydra
+            # The override to name: the one Hydra's message quotes, else the one whose removal lets the rest compose.
+            quoted = [o for o in variant if f"override {o}" in str(error) or f"'{o}'" in str(error)]
+            culprit = quoted[0] if len(quoted) == 1 else None
+            culprit = culprit or next((o for o in variant if not _compose_error([x for x in variant if x != o])), None)
+            lines = [f"{culprit}:" if culprit else "", (str(error).splitlines() or [type(error).__name__])[0]]
+            if error.__cause__ is not None:
+                lines.append(str(error.__cause__).splitlines()[0])
+            hint = "; add a new key with +key=value, list the keys with --cfg job"
+            raise ConfigError(" ".join(lines).strip() + (hint if "not in struct" in lines[-1] else "")) from None
+        check_override_values(variant, cfg)
+        composed = composed or cfg
+    return composed
+
+
+# An interpolation that copies another key (``${a.b}``, ``${.b}``, ``${oc.select:a.b,default}``), or Hydra's
+# ``${hydra:runtime.output_dir}``: a key whose value is one is derived, and set through the key it copies.
+_COPY = re.compile(r"^\$\{(?:oc\.select:|(hydra):)?(\.*)([\w.]+)(?:,[^}]*)?\}$")
+
+
+def derived_from(cfg: DictConfig, key: str) -> str | None:
+    """The key that ``key``'s value is copied from, if it is a copy (see ``_COPY``), else ``None``."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or leaf not in parent or not OmegaConf.is_interpolation(parent, leaf):
+        return None
+    raw = str(OmegaConf.to_container(parent, resolve=False)[leaf])
+    match = _COPY.match(raw)
+    if match is None:
+        return None
+    hydra, dots, source = match.groups()
+    if hydra:
+        return f"hydra.{source}"
+    if dots:  # relative: one dot is the key's own node, each further dot one level up
+        base = key.split(".")[: -len(dots)]
+        return ".".join([*base, source])
+    return source
+
+
+def group_choices(overrides: Sequence[str]) -> tuple[str, ...]:
+    """The overrides that choose an option of a config group (``model=attention``, ``hydra/launcher=joblib``),
+    and ``hydra.searchpath``, which says where options are found (a user's ``conf/``)."""
+    key = lambda o: o.partition("=")[0].lstrip("+~")  # noqa: E731
+    chooses = lambda k: "/" in k or k == "hydra.searchpath" or (CONFIG_DIR / k).is_dir()  # noqa: E731
+    return tuple(o for o in overrides if chooses(key(o)))
+
+
+@functools.lru_cache(maxsize=64)
+def choices_config(choices: tuple[str, ...]) -> dict[str, Any]:
+    """The config these group choices compose, unresolved, as a plain container (cached: it is the same for
+    every combination of a sweep, and for the forked runs of the bad-input corpus test)."""
+    return OmegaConf.to_container(compose_train(choices), resolve=False)
+
+
+def check_override_values(overrides: Sequence[str], cfg: DictConfig) -> None:
+    """What types alone let through: a bool key set to anything but ``true``/``false`` (OmegaConf reads ``1``
+    as true), and an override of a derived key (one whose value copies another key, such as
+    ``model.length: ${data.length}``), which would part it from the key it must equal."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    base = None
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if "." not in key or key.startswith("hydra.") or override.is_delete():
+            continue
+        if isinstance(OmegaConf.select(cfg, key), bool) and not isinstance(override.value(), bool):
+            raise ConfigError(f"{override.input_line} is not allowed: {key} is true or false")
+        if override.is_add():
+            continue
+        if base is None:  # the config as the group choices make it, before any key was set
+            base = OmegaConf.create(choices_config(group_choices(overrides)))
+        if (source := derived_from(base, key)) is not None:
+            where = "hydra.run.dir (hydra.sweep.dir with -m)" if source.startswith("hydra.") else source
+            raise ConfigError(
+                f"{override.input_line} is not allowed: {key} is set from {source} and cannot be set on its own; "
+                f"set {where} instead"
+            )
+
+
+def resolve(cfg: DictConfig, multirun: bool = False) -> None:
+    """Resolve every interpolation of the composed config (with its ``hydra`` node) as the run will
+    (``hydra.runtime.output_dir`` set to the run or sweep directory): an interpolated value of the wrong type
+    (``seed=abc`` read by a typed ``data.seed``) fails here, with the key named."""
+    import copy
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir"))
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        for key in cfg:
+            if key != "hydra" and isinstance(value := cfg[key], DictConfig | ListConfig):
+                OmegaConf.to_container(value, resolve=True)
+    finally:
+        HydraConfig.instance().cfg = previous
+
+
+def check_output_dir(cfg: DictConfig, multirun: bool) -> None:
+    """The run directory (``hydra.run.dir``; with ``-m``, ``hydra.sweep.dir``) can be made and written to:
+    checked before Hydra makes it, since Hydra reports a failure there as a traceback."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    directory = Path(str(OmegaConf.select(cfg, key)))
+    existing = next((p for p in (directory, *directory.parents) if os.path.lexists(p)), Path("."))
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={directory} is not allowed: {existing} is a file, not a directory")
+    try:  # the real test (os.access says yes to root, also where nothing can be made, such as /proc)
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as error:
+        raise ConfigError(f"{key}={directory} is not allowed: {existing} is not writable ({error.strerror})") from None
 
 
 def _compose_error(overrides: Sequence[str]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -54,6 +55,11 @@ class PosEncModule(L.LightningModule):
     micro accuracy and exact match, ignoring ``IGNORE``); for language modelling (``task="lm"``, every position
     a target) ``bpb`` and ``ppl``, and ``position_loss``, the loss at each position of the longest evaluation
     windows (see :mod:`posenc_exp.perplexity`).
+
+    Resuming (``trainer.fit(..., ckpt_path=...)``): the optimizer's settings are this module's, not the
+    checkpoint's (a resumed run with another ``optimizer.lr`` trains at that rate; its moments are restored);
+    :meth:`differences` lists what makes a checkpoint another experiment's (model, encoding or task).
+    ``data`` is the task's resolved config, kept in the checkpoint for that comparison.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class PosEncModule(L.LightningModule):
         train_length: int | None = None,
         eval_lengths: list[int] | None = None,
         loss_floor: float | None = None,
+        data: dict[str, Any] | None = None,
         replicas: int = 1,
         seed: int = 0,
     ) -> None:
@@ -138,7 +145,7 @@ class PosEncModule(L.LightningModule):
         where = f"at epoch {self.current_epoch}, step {self.global_step}"
         if self.replicas == 1 or not torch.isfinite(total).any():
             raise NonFiniteLossError(
-                f"training loss became non-finite {where}; lower optimizer.lr (the last good checkpoint is kept)"
+                f"training loss became non-finite {where}; lower optimizer.lr{self.kept_checkpoint()}"
             )
         dropped = (~torch.isfinite(total) & self.alive).nonzero().flatten().tolist()
         self.alive[dropped] = False
@@ -186,8 +193,8 @@ class PosEncModule(L.LightningModule):
         if not torch.isfinite(loss[self.alive]).all():
             if self.replicas == 1:
                 raise NonFiniteLossError(
-                    f"validation loss became non-finite at epoch {self.current_epoch}; lower optimizer.lr "
-                    "(the last good checkpoint is kept)"
+                    f"validation loss became non-finite at epoch {self.current_epoch}; lower optimizer.lr"
+                    f"{self.kept_checkpoint()}"
                 )
             self.drop_non_finite(torch.where(torch.isfinite(loss), 0.0, loss))
         self.log_replicas("val/loss", loss, on_epoch=True, batch_size=n, add_dataloader_idx=False, sync_dist=True)
@@ -196,7 +203,49 @@ class PosEncModule(L.LightningModule):
         checkpoint["encoding_initial"] = self.encoding_initial
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the initial encoding, and put this module's optimizer settings (``lr``, ``betas``, ...) into
+        the checkpoint's optimizer state, which Lightning restores after this hook: its moments are kept, its
+        settings are the ones the resumed run was started with."""
         self.encoding_initial = checkpoint.get("encoding_initial")
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in self.hparams.optimizer.items()}
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state.get("param_groups", []):
+                group.update({k: v for k, v in settings.items() if k in group})
+
+    def kept_checkpoint(self) -> str:
+        """For the non-finite error: the newest checkpoint this run wrote or resumed from, with how to resume
+        from it, or that there is none (a run that diverges in its first epoch has written no checkpoint)."""
+        trainer = self._trainer
+        paths = [trainer.ckpt_path] if trainer is not None and trainer.ckpt_path else []
+        for callback in trainer.checkpoint_callbacks if trainer is not None else []:
+            paths += [callback.last_model_path, callback.best_model_path]
+        kept = [Path(p) for p in paths if p and Path(p).is_file()]
+        if not kept:
+            return "; no checkpoint was written before the loss diverged"
+        newest = max(kept, key=lambda p: p.stat().st_mtime)
+        return f" and resume from the last good checkpoint: ckpt_path={newest}"
+
+    def differences(self, hparams: dict[str, Any]) -> list[str]:
+        """What makes a checkpoint with init arguments ``hparams`` another experiment's: each model
+        (``model.*``), encoding (``encoding.*``) or task (``data._target_``) setting that differs, as
+        ``key: <checkpoint's> here <this module's>``, and the number of replicas. The optimizer and the task's
+        other settings may change."""
+
+        def flat(config: dict[str, Any] | None) -> dict[str, Any]:
+            net = dict((config or {}).get("net") or {})
+            encoding = net.pop("encoding", None) or {}
+            keys = {f"model.{k}": v for k, v in net.items()} | {f"encoding.{k}": v for k, v in encoding.items()}
+            task = {"data._target_": ((config or {}).get("data") or {}).get("_target_")}
+            return keys | task | {"replicas": (config or {}).get("replicas", 1)}
+
+        theirs, ours = flat(hparams), flat(dict(self.hparams))
+        if theirs["data._target_"] is None:  # a checkpoint from before the task was recorded
+            theirs["data._target_"] = ours["data._target_"]
+        return [
+            f"{key}: {theirs.get(key)} there, {ours.get(key)} here"
+            for key in sorted(theirs.keys() | ours.keys())
+            if theirs.get(key) != ours.get(key)
+        ]
 
 
 def token_accuracies(prediction: Tensor, target: Tensor) -> dict[str, Tensor]:

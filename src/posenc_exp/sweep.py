@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from posenc_exp import CONFIG_DIR
 from posenc_exp.console import print_sweep_end
 from posenc_exp.errors import USER_ERRORS, ConfigError
-from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, STATUS_FILE, parse_overrides, write_json
+from posenc_exp.rundir import FAILURE_FILE, METRICS_FILE, OVERRIDES_FILE, STATUS_FILE, parse_overrides, write_json
 
 
 def thread_budget(cfg: DictConfig) -> int:
@@ -69,20 +69,39 @@ def check_distributed_sweep(cfg: DictConfig) -> None:
     )
 
 
+class ForeignJobError(ConfigError):
+    """A sweep job directory that holds another command's job: refused, and nothing written into it."""
+
+
+def check_job_directory(cfg: DictConfig) -> None:
+    """In a sweep, refuse a job directory that holds another command's job: its ``.hydra/overrides.yaml`` (or
+    ``metrics.json``) lists other overrides, i.e. a different sweep in the same ``hydra.sweep.dir``. Checked
+    before anything in it is written, so the other job's record stays as it was; ``force=true`` overwrites."""
+    output_dir = Path(cfg.paths.output_dir)
+    recorded, metrics = output_dir / OVERRIDES_FILE, output_dir / METRICS_FILE
+    if cfg.get("force"):
+        return
+    if recorded.is_file():
+        previous = [str(o) for o in OmegaConf.load(recorded) or []]
+    elif metrics.is_file():
+        previous = json.loads(metrics.read_text()).get("overrides")
+    else:
+        return
+    if previous is not None and parse_overrides(previous) != parse_overrides(job_overrides()):
+        raise ForeignJobError(
+            f"{output_dir} holds a job of other overrides ({' '.join(previous)}): resume with the same sweep "
+            "command, choose another hydra.sweep.dir, or force=true to overwrite"
+        )
+
+
 def finished_metrics(cfg: DictConfig) -> dict[str, Any] | None:
     """In a sweep, this job's results from an earlier run of the same command: ``metrics.json`` already in
-    its directory. ``None`` with ``force=true`` or without the file. A file from other overrides means a
-    different sweep in the same ``hydra.sweep.dir``: a :class:`ConfigError`, never a silent overwrite."""
+    its directory (:func:`check_job_directory` has made sure it is this job's). ``None`` with ``force=true``
+    or without the file."""
     path = Path(cfg.paths.output_dir) / METRICS_FILE
     if cfg.get("force") or not path.is_file():
         return None
-    metrics = json.loads(path.read_text())
-    if "overrides" in metrics and parse_overrides(metrics["overrides"]) != parse_overrides(job_overrides()):
-        raise ConfigError(
-            f"{path} holds the results of other overrides ({' '.join(metrics['overrides'])}): resume with the "
-            "same sweep command, choose another hydra.sweep.dir, or force=true to overwrite"
-        )
-    return metrics
+    return json.loads(path.read_text())
 
 
 def record_failure(cfg: DictConfig, error: BaseException) -> None:

@@ -34,7 +34,6 @@ without MLP) and, as the last line, a JSON object ``{"rows": [...]}``.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import sys
@@ -49,28 +48,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
-from posenc_exp.config import ConfigError, check_group_choices, validate
+from posenc_exp.config import ConfigError, check_group_choices, expand_sweeps, validate
 from posenc_exp.models import AttentionStack
 from posenc_exp.models.layers import Linear
 
 SWITCHES = ("depth", "softmax", "residual", "mlp", "position_only")
 
 
-def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
-    """Hydra override strings with comma lists or ``range(...)`` -> every combination, in order."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    choices = [
-        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
-        if o.is_sweep_override()
-        else [o.input_line]
-        for o in OverridesParser.create().parse_overrides(list(overrides))
-    ]
-    return [list(combination) for combination in itertools.product(*choices)]
-
-
 def compose_probe(overrides: Sequence[str]) -> DictConfig:
     """The composed ``probe`` config for one combination of overrides, checked (:class:`ConfigError`)."""
+    model = next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") == "model"), None)
+    if model not in (None, "attention"):  # refused before composing: probe.yaml sets keys only attention has
+        raise ConfigError(f"model={model} is not allowed: the probe needs model=attention")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="probe", overrides=list(overrides))
     if not issubclass(get_class(cfg.model._target_), AttentionStack):

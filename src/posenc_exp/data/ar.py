@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from posenc_exp.data.lengths import WindowTask
+from posenc_exp.checks import is_number, require_int, require_memory, require_number
+from posenc_exp.data.lengths import WindowTask, eval_lengths
 from posenc_exp.errors import ConfigError
 
 
@@ -39,7 +41,8 @@ class AutoregressiveWindows(WindowTask):
     def check_config(cls, data: Any) -> None:
         super().check_config(data)
         coefficients = list(data.coefficients)
-        if not coefficients or not is_stationary(coefficients):
+        finite = all(is_number(a) and math.isfinite(a) for a in coefficients)
+        if not coefficients or not finite or not is_stationary(coefficients):
             raise ConfigError(
                 f"data.coefficients={coefficients} is not allowed: expected a stationary AR(p) "
                 "(roots of z^p - a_1 z^(p-1) - ... - a_p inside the unit circle), e.g. [0.5, -0.3]"
@@ -49,8 +52,13 @@ class AutoregressiveWindows(WindowTask):
                 f"data.length={data.length} is shorter than the AR order p={len(coefficients)}: the window "
                 "must hold the p values that predict the next one"
             )
-        if not data.sigma > 0:
-            raise ConfigError(f"data.sigma={data.sigma} is not allowed: expected a noise level > 0")
+        require_number("data.sigma", data.sigma, low=0, allowed="a finite noise level > 0")
+        require_int("data.burn_in", data.burn_in, 0, allowed="an integer >= 0")
+        lengths = eval_lengths(data.length, data.eval_factors)
+        series = data.n_train + data.n_val * len(lengths)
+        require_memory(
+            f"data.burn_in={data.burn_in}", 8 * series * (data.burn_in + max(lengths) + 1), "the simulated series"
+        )
 
     def sample(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Simulated in float64 step by step, vectorised over the ``count`` series."""

@@ -19,6 +19,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from posenc_exp.checks import require_int
+
 
 def _rank_and_world() -> tuple[int, int]:
     dist = torch.distributed
@@ -126,6 +128,14 @@ class SyntheticDataModule(L.LightningDataModule):
     def replicate(self, seeds: list[int]) -> None:
         """One data set per replica, generated and shuffled with ``seeds[r]`` (before :meth:`setup`)."""
         self.seeds = list(seeds)
+
+    @classmethod
+    def check_config(cls, data: Any) -> None:
+        """The ``data`` config's ranges, each as a ``ConfigError`` naming the key; subclasses add their own
+        (and call this). Called on the resolved config before anything is built or written."""
+        require_int("data.batch_size", data.batch_size, 1)
+        require_int("data.chunk_steps", data.chunk_steps, 1)
+        require_int("data.seed", data.seed, 0, 2**32 - 1)
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         raise NotImplementedError

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posenc_exp.checks import require_int
 from posenc_exp.data.lengths import WindowTask
-from posenc_exp.errors import ConfigError
 
 
 class LagWindows(WindowTask):
@@ -27,8 +27,7 @@ class LagWindows(WindowTask):
     @classmethod
     def check_config(cls, data: Any) -> None:
         super().check_config(data)
-        if not 1 <= data.lag <= data.length:
-            raise ConfigError(f"data.lag={data.lag} is not allowed: expected 1 <= lag <= data.length={data.length}")
+        require_int("data.lag", data.lag, 1, data.length, f"an integer, 1 <= lag <= data.length={data.length}")
 
     def sample(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x = torch.randn(count, n, generator=generator)

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posenc_exp.data.lengths import LengthGeneralizationTask
+from posenc_exp.checks import require_memory, require_number
+from posenc_exp.data.lengths import LengthGeneralizationTask, eval_lengths
 from posenc_exp.errors import ConfigError
 
 VOCAB_SIZE = 256  # bytes
@@ -153,12 +154,21 @@ class TextBytes(LengthGeneralizationTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
+        """Bytes (``vocab_size`` 256), a ``val_fraction`` in (0, 1), ``max_bytes`` and ``val_bytes`` >= 2, and
+        the validation windows of every evaluation length in memory (8 bytes a position, input and target)."""
+        super().check_config(data)
+        require_number("data.val_fraction", data.val_fraction, 0, 1, "a fraction strictly between 0 and 1")
         if data.vocab_size != VOCAB_SIZE:
             raise ConfigError(f"data.vocab_size={data.vocab_size} is not allowed: bytes need exactly {VOCAB_SIZE}")
         for key in ("max_bytes", "val_bytes"):
             value = data[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < 2:
                 raise ConfigError(f"data.{key}={value} is not allowed: expected an integer >= 2 (bytes)")
+        lengths = eval_lengths(data.length, data.eval_factors)
+        require_memory(
+            f"data.val_bytes={data.val_bytes}", 2 * 8 * data.val_bytes * len(lengths), "the validation windows"
+        )
+        require_memory(f"data.max_bytes={data.max_bytes}", 2 * 8 * data.max_bytes, "the training bytes")
 
     def provenance(self) -> dict[str, Any]:
         """``{"corpus": fingerprint}`` (module docstring), for ``metrics.json`` and the HParams tab."""

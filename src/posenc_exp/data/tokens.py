@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from posenc_exp.checks import require_int
 from posenc_exp.data.lengths import LengthGeneralizationTask, eval_lengths
 from posenc_exp.errors import ConfigError
 
@@ -60,16 +61,20 @@ class TokenTask(LengthGeneralizationTask):
 
     @classmethod
     def check_config(cls, data: Any) -> None:
-        if data.vocab_size < FIRST_SYMBOL + 2:
-            raise ConfigError(
-                f"data.vocab_size={data.vocab_size} is not allowed: expected >= {FIRST_SYMBOL + 2} (PAD, SEP and "
-                "at least two symbols)"
-            )
-        if not 1 <= data.min_length <= data.length:
-            raise ConfigError(
-                f"data.min_length={data.min_length} is not allowed: expected 1 <= min_length <= "
-                f"data.length={data.length}"
-            )
+        super().check_config(data)
+        require_int(
+            "data.vocab_size",
+            data.vocab_size,
+            FIRST_SYMBOL + 2,
+            allowed=f"an integer >= {FIRST_SYMBOL + 2} (PAD, SEP and at least two symbols)",
+        )
+        require_int(
+            "data.min_length",
+            data.min_length,
+            1,
+            data.length,
+            f"an integer, 1 <= min_length <= data.length={data.length}",
+        )
 
     def symbols(self, count: int, n: int, generator: torch.Generator) -> Tensor:
         """``(count, n)`` symbols drawn uniformly with replacement."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from posenc_exp.checks import require_int, require_parameters
 from posenc_exp.encodings import NoPE, PositionalEncoding
 from posenc_exp.models.layers import Linear
 
@@ -31,6 +33,14 @@ class FeedForward(nn.Module):
         self.encoding = encoding
         self.hidden = Linear(length, n_hidden)
         self.out = Linear(n_hidden, 1)
+
+    @classmethod
+    def check_config(cls, model: Any) -> None:
+        """``length`` and ``n_hidden`` >= 1, and the ``L * H + 2 H + 1`` weights in memory."""
+        require_int("model.length", model.length, 1)
+        require_int("model.n_hidden", model.n_hidden, 1)
+        keys = f"model.n_hidden={model.n_hidden} model.length={model.length}"
+        require_parameters(keys, (model.length + 2) * model.n_hidden + 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(R or 1, batch, length)`` -> ``(R, batch)``."""
