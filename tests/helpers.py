@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,3 +102,17 @@ def fast_in_process(tmp_path: Path, *overrides: str) -> DictConfig:
             *overrides,
         ]
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(url: str, payload: dict | None = None) -> object:
+    """GET (or POST ``payload``, with TensorBoard's XSRF header) and decode the JSON answer."""
+    data = None if payload is None else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "X-XSRF-Protected": "1"} if data else {}
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as response:
+        return json.loads(response.read())

@@ -8,21 +8,28 @@ fixture, and the sweep tests share one two-job sweep.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import FAST, hparams_session, in_parallel, read_events, read_metrics, run_cli, train_run
+from helpers import (
+    FAST,
+    free_port,
+    get_json,
+    hparams_session,
+    in_parallel,
+    read_events,
+    read_metrics,
+    run_cli,
+    train_run,
+)
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -313,20 +320,6 @@ def test_joblib_launcher_runs_the_sweep(small_sweep: Path) -> None:
             assert_nothing_written(job)
         else:
             assert read_metrics(job)["epochs"] == EPOCHS
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get_json(url: str, payload: dict | None = None) -> object:
-    """GET (or POST ``payload``, with TensorBoard's XSRF header) and decode the JSON answer."""
-    data = None if payload is None else json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", "X-XSRF-Protected": "1"} if data else {}
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as response:
-        return json.loads(response.read())
 
 
 def test_tensorboard_serves_the_runs_scalars_histograms_images_and_hparams(two_job_sweep: Path) -> None:

@@ -5,12 +5,9 @@ Scalars layout and the console's last lines, read back from real CLI runs and ov
 from __future__ import annotations
 
 import io
-import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, read_events, read_metrics, train_run
+from helpers import FAST, free_port, get_json, read_events, read_metrics, train_run
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -114,20 +111,6 @@ def test_attention_images_are_the_mean_attention_of_the_fixed_batch(logdir) -> N
     patterns = callback.patterns(module.net, datamodule.splits, [longest])
     assert patterns[f"layer1@len={longest}"][0][0, 0] == pytest.approx(1.0)
     assert not [t for t in read_events(root / "feedforward").Tags()["images"] if t.startswith("view/attention/")]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get_json(url: str, payload: dict | None = None) -> object:
-    """GET (or POST ``payload``, with TensorBoard's XSRF header) and decode the JSON answer."""
-    data = None if payload is None else json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", "X-XSRF-Protected": "1"} if data else {}
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture(scope="module")
