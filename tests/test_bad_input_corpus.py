@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 VALUES = ["0", "-1", "1000000000", "2.5", "abc", "null", "[]", "nan", "inf"]
 GROUPS = ("data", "model", "encoding", "optimizer", "trainer", "callbacks", "logger", "paths")
-ROOT_KEYS = ("seed", "ckpt_path", "threads", "force")
+ROOT_KEYS = ("seed", "replicas", "ckpt_path", "threads", "force")
 TOKEN_TASKS = ("copy", "reverse", "sort", "recall")
 ATTENTION = ["model=attention", "model.causal=true"]
 # The group choices under which each option's keys are tried (a valid run otherwise).
