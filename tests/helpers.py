@@ -7,9 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +118,34 @@ def get_json(url: str, payload: dict | None = None) -> object:
     headers = {"Content-Type": "application/json", "X-XSRF-Protected": "1"} if data else {}
     with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as response:
         return json.loads(response.read())
+
+
+@contextmanager
+def tensorboard_server(logdir: Path, runs: set[str], log: Path) -> Iterator[str]:
+    """A real ``tensorboard --logdir <logdir>`` on 127.0.0.1, up once it serves ``runs``; yields the base URL of
+    its data API, and stops the server (its output in ``log``) on the way out."""
+    port = free_port()
+    tensorboard = Path(sys.executable).parent / "tensorboard"
+    command = [str(tensorboard), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}/data"
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            deadline, served = time.monotonic() + 60, []
+            while set(served) != runs:
+                assert process.poll() is None, "tensorboard exited"
+                assert time.monotonic() < deadline, f"tensorboard did not serve {sorted(runs)} within 60 s"
+                time.sleep(0.5)
+                try:
+                    served = get_json(f"{base}/runs")
+                except OSError:
+                    continue
+            time.sleep(1)  # let the first load finish
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 import re
 import subprocess
-import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -21,13 +19,13 @@ import torch
 import yaml
 from helpers import (
     FAST,
-    free_port,
     get_json,
     hparams_session,
     in_parallel,
     read_events,
     read_metrics,
     run_cli,
+    tensorboard_server,
     train_run,
 )
 from hydra.utils import instantiate
@@ -325,26 +323,8 @@ def test_joblib_launcher_runs_the_sweep(small_sweep: Path) -> None:
 def test_tensorboard_serves_the_runs_scalars_histograms_images_and_hparams(two_job_sweep: Path) -> None:
     """A real ``tensorboard --logdir <sweep>``: its HTTP data API serves each run's tags and the HParams tab
     lists both runs with their width and their real final losses."""
-    tensorboard = Path(sys.executable).parent / "tensorboard"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/data"
-    log = (two_job_sweep.parent / "tensorboard.log").open("w")
-    server = subprocess.Popen(
-        [str(tensorboard), "--logdir", str(two_job_sweep), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline, runs = time.monotonic() + 60, []
-        while set(runs) != {"0", "1"}:
-            assert server.poll() is None, "tensorboard exited"
-            assert time.monotonic() < deadline, "tensorboard did not serve both runs within 60 s"
-            time.sleep(0.5)
-            try:
-                runs = get_json(f"{base}/runs")
-            except OSError:
-                continue
-        time.sleep(1)  # let the first load finish
+    log = two_job_sweep.parent / "tensorboard.log"
+    with tensorboard_server(two_job_sweep, {"0", "1"}, log) as base:
         scalars = get_json(f"{base}/plugin/scalars/tags")
         histograms = get_json(f"{base}/plugin/histograms/tags")
         images = get_json(f"{base}/plugin/images/tags")
@@ -371,11 +351,3 @@ def test_tensorboard_serves_the_runs_scalars_histograms_images_and_hparams(two_j
             assert values["val/loss"] == pytest.approx(read_metrics(job)["val_loss"])
             assert values["train/loss"] == pytest.approx(read_metrics(job)["train_loss"])
         assert sorted(widths) == [8, 16]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, free_port, get_json, read_events, read_metrics, train_run
+from helpers import FAST, get_json, read_events, read_metrics, tensorboard_server, train_run
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -117,32 +115,8 @@ def test_attention_images_are_the_mean_attention_of_the_fixed_batch(logdir) -> N
 def server(logdir) -> Iterator[str]:
     """A real ``tensorboard --logdir`` over the two runs; the base URL of its data API."""
     root, _ = logdir
-    port = free_port()
-    log = (root.parent / "tensorboard.log").open("w")
-    tensorboard = Path(sys.executable).parent / "tensorboard"
-    command = [str(tensorboard), "--logdir", str(root), "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/data"
-    try:
-        deadline, runs = time.monotonic() + 60, []
-        while set(runs) != {"feedforward", "attention"}:
-            assert process.poll() is None, "tensorboard exited"
-            assert time.monotonic() < deadline, "tensorboard did not serve both runs within 60 s"
-            time.sleep(0.5)
-            try:
-                runs = get_json(f"{base}/runs")
-            except OSError:
-                continue
-        time.sleep(1)  # let the first load finish
+    with tensorboard_server(root, {"feedforward", "attention"}, root.parent / "tensorboard.log") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.mark.slow
