@@ -146,6 +146,10 @@ def run_all(cases: list[Case], root: Path, parallel: int = 2) -> list[tuple[int,
                     os.close(read)
                     os.dup2(write, 2)
                     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                    # pytest's capture replaces sys.stdout/sys.stderr with its own objects (without -s): point
+                    # them at the redirected file descriptors, where the CLI's error line must arrive
+                    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+                    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
                     os.chdir(workdir)
                     torch.set_num_threads(1)
                     sys.argv = ["posenc_exp.train", *case.args, f"hydra.run.dir={workdir / 'run'}"]
