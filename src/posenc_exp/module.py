@@ -111,8 +111,8 @@ class PosEncModule(L.LightningModule):
 
     def log_replicas(self, name: str, values: Tensor, **kwargs: Any) -> None:
         """Log ``name`` as the mean over the finite replicas and, with several replicas, each replica's value."""
-        alive = self.alive
-        self.log(name, values[alive].mean() if not alive.all() else values.mean(), **kwargs)
+        # Masked arithmetic rather than values[alive]: boolean indexing would sync with the host on every log.
+        self.log(name, torch.where(self.alive, values, 0.0).sum() / self.alive.sum(), **kwargs)
         if self.replicas > 1:
             for k in range(self.replicas):
                 self.log(f"{name}/replica_{k}", values[k], **kwargs)
@@ -135,7 +135,7 @@ class PosEncModule(L.LightningModule):
             optimizer.step()
             total += losses.detach() * y.shape[1]
         n = chunk[1].shape[0] * chunk[1].shape[2]
-        if not torch.isfinite(total[self.alive]).all():
+        if not torch.isfinite(torch.where(self.alive, total, 0.0)).all():  # the chunk's one host sync
             self.drop_non_finite(total)
         self.log_replicas("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log_epoch_as_step()
@@ -190,7 +190,7 @@ class PosEncModule(L.LightningModule):
                 self.log_replicas(f"val/{name}", value, batch_size=n, add_dataloader_idx=False, sync_dist=True)
         # Checked before the epoch's checkpoints are written: finite weights can still overflow in the forward
         # pass, and last.ckpt must stay the last state that evaluates to a finite loss.
-        if not torch.isfinite(loss[self.alive]).all():
+        if not torch.isfinite(torch.where(self.alive, loss, 0.0)).all():
             if self.replicas == 1:
                 raise NonFiniteLossError(
                     f"validation loss became non-finite at epoch {self.current_epoch}; lower optimizer.lr"
