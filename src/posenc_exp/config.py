@@ -105,10 +105,8 @@ def check_compatibility(cfg: DictConfig) -> None:
                 f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
                 f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
             )
-    if getattr(task, "task", None) in ("tokens", "lm") and cfg.model.get("causal", False) is not True:
-        raise ConfigError(
-            f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
-        )
+    if hasattr(task, "check_causal"):  # e.g. teacher-forced token tasks need model.causal=true
+        task.check_causal(cfg.data, cfg.model.get("causal", False), data_name)
 
 
 def check_combination(cfg: DictConfig) -> None:

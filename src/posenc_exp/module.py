@@ -54,7 +54,9 @@ class PosEncModule(L.LightningModule):
     answer tokens, and ``seq_acc``, the share of sequences whose answer tokens are all right (torchmetrics'
     micro accuracy and exact match, ignoring ``IGNORE``); for language modelling (``task="lm"``, every position
     a target) ``bpb`` and ``ppl``, and ``position_loss``, the loss at each position of the longest evaluation
-    windows (see :mod:`posenc_exp.perplexity`).
+    windows (see :mod:`posenc_exp.perplexity`). With ``score`` (the Chomsky tasks, :mod:`posenc_exp.data.chomsky`),
+    ``val/score``: ``acc`` averaged over the evaluation lengths beyond ``train_length``. A training chunk may also be
+    a sequence of mini-batches of different widths (:class:`posenc_exp.data.base.FreshBatches`).
 
     Resuming (``trainer.fit(..., ckpt_path=...)``): the optimizer's settings are this module's, not the
     checkpoint's (a resumed run with another ``optimizer.lr`` trains at that rate; its moments are restored);
@@ -73,6 +75,7 @@ class PosEncModule(L.LightningModule):
         data: dict[str, Any] | None = None,
         replicas: int = 1,
         seed: int = 0,
+        score: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -85,6 +88,8 @@ class PosEncModule(L.LightningModule):
         self.train_length = train_length
         self.eval_lengths = list(eval_lengths) if eval_lengths else []
         self.position_loss: Tensor | None = None  # language modelling: (replica, position) loss, longest length
+        self.score = score  # log val/score (on_validation_epoch_end)
+        self.beyond: list[Tensor] = []  # the epoch's acc (R,) at each evaluation length beyond the training length
 
     def metric_names(self) -> list[str]:
         """The validation metrics, per length: ``loss`` (+ ``loss_gap``); ``loss``, ``acc``, ``seq_acc`` (token
@@ -134,7 +139,7 @@ class PosEncModule(L.LightningModule):
             self.manual_backward(torch.where(self.alive, losses, 0.0).sum())
             optimizer.step()
             total += losses.detach() * y.shape[1]
-        n = chunk[1].shape[0] * chunk[1].shape[2]
+        n = sum(y.shape[1] for y in chunk[1])  # a stacked chunk or a sequence of batches of any widths
         if not torch.isfinite(torch.where(self.alive, total, 0.0)).all():  # the chunk's one host sync
             self.drop_non_finite(total)
         self.log_replicas("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
@@ -178,6 +183,8 @@ class PosEncModule(L.LightningModule):
             metrics["loss_gap"] = loss - self.loss_floor
         if self.task == "tokens":
             metrics.update(token_accuracies(prediction, broadcast_replicas(y, prediction.shape[0])))
+        if self.score and length > (self.train_length or 0):
+            self.beyond.append(metrics["acc"])
         if dataloader_idx == 0:  # once: the epoch's validation values are written together, at this step
             self.log_epoch_as_step()
         n = y.shape[1]
@@ -198,6 +205,16 @@ class PosEncModule(L.LightningModule):
                 )
             self.drop_non_finite(torch.where(torch.isfinite(loss), 0.0, loss))
         self.log_replicas("val/loss", loss, on_epoch=True, batch_size=n, add_dataloader_idx=False, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self.beyond = []
+
+    def on_validation_epoch_end(self) -> None:
+        """``val/score`` (with ``score``): the per-token accuracy ``acc`` averaged, with equal weights, over the
+        evaluation lengths beyond the training length: the score of Delétang et al. (ICLR 2023, Section 4)."""
+        if self.beyond:
+            self.log_replicas("val/score", torch.stack(self.beyond).mean(dim=0), sync_dist=True)
+        self.beyond = []
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["encoding_initial"] = self.encoding_initial

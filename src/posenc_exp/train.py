@@ -92,6 +92,7 @@ def build_module(cfg: DictConfig, datamodule: SyntheticDataModule) -> PosEncModu
         data=OmegaConf.to_container(cfg.data, resolve=True),
         replicas=cfg.get("replicas", 1),
         seed=cfg.seed,
+        score=getattr(datamodule, "scored", False),
     )
 
 
@@ -272,7 +273,7 @@ def collect_metrics(
 
 
 # What the run's metrics.json lists of each replica (the rest is in replica_<k>/metrics.json).
-REPLICA_SUMMARY_KEYS = ("replica", "dir", "seed", "dropped", "train_loss", "val_loss")
+REPLICA_SUMMARY_KEYS = ("replica", "dir", "seed", "dropped", "train_loss", "val_loss", "val_score")
 
 
 def run_metrics(logged: dict[str, float], module: PosEncModule, common: dict[str, Any]) -> dict[str, Any]:
@@ -281,6 +282,7 @@ def run_metrics(logged: dict[str, float], module: PosEncModule, common: dict[str
         "train_loss": logged.get("train/loss", math.nan),
         "val_loss": logged.get("val/loss", math.nan),
         "val_loss_gap": logged.get("val/loss_gap"),
+        **({"val_score": logged["val/score"]} if "val/score" in logged else {}),  # scored tasks (data.chomsky)
         "eval": per_length_metrics(logged, module),
         **common,
     }

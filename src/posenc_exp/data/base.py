@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from posenc_exp.checks import require_int
+from posenc_exp.errors import ConfigError
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -90,6 +91,75 @@ class ChunkedBatches:
             yield self.x[replica, index].transpose(0, 1), self.y[replica, index].transpose(0, 1)
 
 
+def mixed_seed(*parts: int) -> int:
+    """One 63-bit generator seed from several integers (a data seed, an epoch, a step)."""
+    seed = 0
+    for part in parts:
+        seed = (seed * 1_000_003 + part) % 2**63
+    return seed
+
+
+LENGTH_SALT = 7_919  # the per-batch lengths' stream, apart from any data seed's
+
+
+class FreshBatches:
+    """Mini-batches generated afresh for every optimizer step, each of one length, grouped into chunks.
+
+    ``sample(count, n, generator)`` returns ``count`` examples ``(x, y)`` of length ``n``. Step ``t`` of epoch
+    ``e`` has the length ``n ~ Uniform{1 .. max_length}`` drawn from a generator seeded by ``(e, t)`` alone,
+    shared by every replica and every data seed (so the replicas' batches stack, and replica ``k`` sees what the
+    single run with seed ``seed + k`` sees), and replica ``r``'s examples from a generator seeded by
+    ``(seeds[r], e, t)``. A chunk is ``(xs, ys)``, two sequences of up to ``chunk_steps`` mini-batches
+    ``(R, batch_size, width)`` whose widths differ; the module steps through them as through a stacked chunk.
+    ``e`` comes from ``epoch_of()`` (the trainer's epoch: a resumed run sees the same batches) or counts the
+    passes. Under ``torch.distributed`` rank ``i`` takes the steps ``i, i + world, ..``.
+    """
+
+    def __init__(
+        self,
+        sample: Callable[[int, int, torch.Generator], tuple[Tensor, Tensor]],
+        max_length: int,
+        batch_size: int,
+        steps: int,
+        chunk_steps: int = 1,
+        seeds: list[int] | None = None,
+        epoch_of: Callable[[], int] | None = None,
+    ) -> None:
+        self.sample, self.max_length, self.batch_size = sample, max_length, batch_size
+        self.steps, self.chunk_steps = steps, chunk_steps
+        self.seeds = seeds or [0]
+        self.epoch_of = epoch_of
+        self.passes = 0
+
+    def _steps(self) -> list[int]:
+        rank, world = _rank_and_world()
+        return list(range(rank, self.steps // world * world, world))
+
+    def __len__(self) -> int:
+        return -(-len(self._steps()) // self.chunk_steps)
+
+    def lengths(self, epoch: int) -> Tensor:
+        """The length of every step of ``epoch``, ``(steps,)``."""
+        generator = torch.Generator().manual_seed(mixed_seed(LENGTH_SALT, epoch))
+        return torch.randint(1, self.max_length + 1, (self.steps,), generator=generator)
+
+    def batch(self, epoch: int, step: int, n: int) -> tuple[Tensor, Tensor]:
+        """Step ``step``'s mini-batch of length ``n``: ``(R, batch_size, width)`` inputs and targets."""
+        pairs = [
+            self.sample(self.batch_size, n, torch.Generator().manual_seed(mixed_seed(seed, epoch, step)))
+            for seed in self.seeds
+        ]
+        return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+
+    def __iter__(self) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
+        epoch = self.epoch_of() if self.epoch_of else self.passes
+        self.passes += 1
+        lengths, steps = self.lengths(epoch).tolist(), self._steps()
+        for start in range(0, len(steps), self.chunk_steps):
+            batches = [self.batch(epoch, t, lengths[t]) for t in steps[start : start + self.chunk_steps]]
+            yield [x for x, _ in batches], [y for _, y in batches]
+
+
 class SyntheticDataModule(L.LightningDataModule):
     """A generated, seeded, in-memory task.
 
@@ -136,6 +206,16 @@ class SyntheticDataModule(L.LightningDataModule):
         require_int("data.batch_size", data.batch_size, 1)
         require_int("data.chunk_steps", data.chunk_steps, 1)
         require_int("data.seed", data.seed, 0, 2**32 - 1)
+
+    @classmethod
+    def check_causal(cls, data: Any, causal: Any, name: str) -> None:
+        """A ``ConfigError`` when the task cannot be learnt by a model with ``model.causal=causal`` (``name``: the
+        option, e.g. ``data=copy``): token and language-modelling tasks are trained with teacher forcing (the
+        answer tokens are inputs), so a position must not see the next; subclasses with other formats override."""
+        if cls.task in ("tokens", "lm") and causal is not True:
+            raise ConfigError(
+                f"{name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
+            )
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         raise NotImplementedError

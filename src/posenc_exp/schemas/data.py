@@ -55,6 +55,14 @@ class Tokens(Lengths):
 
 
 @dataclass
+class Chomsky(Lengths):
+    """The Chomsky-hierarchy tasks (``posenc_exp.data.chomsky``), in ``conf/data/_chomsky.yaml``."""
+
+    format: str = MISSING
+    vocab_size: int = MISSING
+
+
+@dataclass
 class Text(Task):
     """Byte-level language modelling on files (``posenc_exp.data.TextBytes``)."""
 
@@ -72,5 +80,6 @@ SCHEMAS = {
     "lag": Lag,
     "ar": AR,
     "tokens": Tokens,
+    "chomsky": Chomsky,
     "text": Text,  # in conf/data/_tokens.yaml, the base of copy, reverse, sort and recall
 }
