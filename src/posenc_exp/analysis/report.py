@@ -152,6 +152,11 @@ class Cell:
             return math.nan, math.nan, 0
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
+    def maximum(self, metric: str) -> float:
+        """The largest value of ``metric`` over the finished runs that report it (NaN for none): the best seed,
+        the statistic Delétang et al. (ICLR 2023) report beside the mean."""
+        return max((r.metrics[metric] for r in self.finished if metric in r.metrics), default=math.nan)
+
     def label(self, keys: list[str]) -> str:
         return ", ".join(f"{k}={v}" for k, v in zip(keys, self.values, strict=True)) or "all runs"
 

@@ -10,6 +10,10 @@ sample standard deviation over the seeds of the task's headline metric at that l
   else ``loss``;
 - language modelling (``data=text``): ``ppl``, the perplexity (the metric of Press et al. 2022).
 
+Tasks that log a score (the Chomsky tasks, ``val_score``: the per-token accuracy averaged over the evaluation
+lengths beyond the training length) add two columns: ``score``, its mean ± standard deviation over the seeds,
+and ``best``, its maximum over the seeds (Delétang et al., ICLR 2023, report both). Replicas count as seeds.
+
 Runs are read with :mod:`posenc_exp.analysis.report` (its loading, grouping and formatting); rows keep the order in
 which the sweep ran them. Prints a markdown table.
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 from posenc_exp.analysis.report import Cell, format_stat, group_cells, load_runs, markdown_table
 
 ROW_KEYS = ["data", "encoding"]
+SCORE = "val_score"  # metrics.json: the score of the Chomsky tasks (posenc_exp.data.chomsky)
 
 
 def headline_metric(cell: Cell, token_metric: str) -> str:
@@ -44,6 +49,7 @@ def length_table(sweep_dir: Path, token_metric: str = "seq_acc") -> str:
         key=lambda cell: tuple(order[key].index(cell.runs[0].overrides.get(key)) for key in ROW_KEYS),
     )
     rows, factors = [], set()
+    scored = any(SCORE in run.metrics for cell in cells for run in cell.finished)
     for cell in cells:
         train_length = int(cell.finished[0].metrics["train_length"])
         lengths = cell.finished[0].eval_lengths()
@@ -51,9 +57,12 @@ def length_table(sweep_dir: Path, token_metric: str = "seq_acc") -> str:
         by_factor = {n / train_length: format_stat(*cell.stats(f"eval/{n}/{name}")) for n in lengths}
         factors |= by_factor.keys()
         fixed = [*(str(v) for v in cell.values), f"{name} (L={train_length})", str(len(cell.finished))]
+        if scored:
+            fixed += [format_stat(*cell.stats(SCORE)), f"{cell.maximum(SCORE):.4g}"]
         rows.append((fixed, by_factor))
     columns = sorted(factors)
-    header = ["task", "encoding", "metric", "seeds", *(factor_label(f) for f in columns)]
+    header = ["task", "encoding", "metric", "seeds", *(["score", "best"] if scored else [])]
+    header += [factor_label(f) for f in columns]
     return markdown_table(header, [[*fixed, *(values.get(f, "") for f in columns)] for fixed, values in rows])
 
 
