@@ -34,6 +34,11 @@ VALUES = ["0", "-1", "1000000000", "2.5", "abc", "null", "[]", "nan", "inf"]
 GROUPS = ("data", "model", "encoding", "optimizer", "trainer", "callbacks", "logger", "paths")
 ROOT_KEYS = ("seed", "replicas", "ckpt_path", "threads", "force")
 TOKEN_TASKS = ("copy", "reverse", "sort", "recall")
+CHOMSKY_TASKS = (
+    *("even_pairs", "parity", "cycle_navigation", "modular_arithmetic", "reverse_string", "stack_manipulation"),
+    *("modular_arithmetic_brackets", "duplicate_string", "missing_duplicate", "odds_first", "binary_addition"),
+    "bucket_sort",
+)
 ATTENTION = ["model=attention", "model.causal=true"]
 # The group choices under which each option's keys are tried (a valid run otherwise).
 CONTEXTS = [
@@ -42,6 +47,7 @@ CONTEXTS = [
     ["model=attention"],
     *[[*ATTENTION, f"encoding={e}"] for e in ("none", "sinusoidal", "rope", "alibi", "t5")],
     [*ATTENTION, "callbacks=diagnostics"],
+    ["data=parity", "model=attention"],  # the Chomsky tasks' keys (data.format), encoder format
 ]
 # Tiny settings for the runs that must run: one epoch, little data, no progress bar.
 TINY = {
@@ -117,7 +123,10 @@ def combination_cases() -> list[Case]:
         for e in ("none", "learned", "sinusoidal", "rope", "alibi", "t5")
     ]
     combos += [["callbacks=diagnostics", f"model={m}"] for m in ("feedforward", "attention")]
-    combos += [[f"experiment={x}"] for x in ("toy", "depth_study", "depth_overfit", "length_generalization")]
+    combos += [[f"experiment={x}"] for x in ("toy", "depth_study", "depth_overfit", "length_generalization", "chomsky")]
+    combos += [[f"data={d}", "model=attention", f"data.format={f}", f"model.causal={c}"]  # the Chomsky tasks
+               for d in CHOMSKY_TASKS for f, c in (("encoder", "false"), ("causal", "true"))]  # fmt: skip
+    combos += [["data=parity", "model=attention", "data.format=causal"], ["data=parity", *ATTENTION]]  # mismatches
     if not torch.cuda.is_available():
         combos.append(["trainer=ddp"])
     return [Case([*c, *tiny(c)], None) for c in combos]

@@ -94,6 +94,11 @@ class ChomskyTask(LengthGeneralizationTask):
         require_int("data.vocab_size", data.vocab_size, vocab, vocab, f"{vocab} (PAD, SEP and the task's symbols)")
 
     @classmethod
+    def train_positions(cls, data: Any) -> int:
+        """One chunk of fresh mini-batches at the longest training length (nothing else is kept)."""
+        return min(data.n_train, data.chunk_steps * data.batch_size) * cls.input_length(data.length)
+
+    @classmethod
     def check_causal(cls, data: Any, causal: Any, name: str) -> None:
         if data.get("format") not in FORMATS:
             require_choice("data.format", data.get("format"), FORMATS)
@@ -143,7 +148,7 @@ class ChomskyTask(LengthGeneralizationTask):
         return FreshBatches(
             self.sample,
             self.length,
-            self.batch_size,
+            min(self.batch_size, self.n_train),
             max(1, self.n_train // self.batch_size),
             self.chunk_steps,
             seeds=self.seeds,

@@ -67,9 +67,14 @@ class LengthGeneralizationTask(SyntheticDataModule):
         require_int("data.n_train", data.n_train, 1)
         require_int("data.n_val", data.n_val, 1)
         lengths = eval_lengths(data.length, factors)
-        positions = data.n_train * cls.input_length(data.length) + data.n_val * sum(map(cls.input_length, lengths))
+        positions = cls.train_positions(data) + data.n_val * sum(map(cls.input_length, lengths))
         keys = f"data.n_train={data.n_train} data.n_val={data.n_val} data.length={data.length}"
         require_memory(f"{keys} data.eval_factors={factors}", 2 * 8 * positions, "the training and validation splits")
+
+    @classmethod
+    def train_positions(cls, data: Any) -> int:
+        """The positions of the training data held in memory at once: the whole training split."""
+        return data.n_train * cls.input_length(data.length)
 
     @property
     def train_length(self) -> int:
