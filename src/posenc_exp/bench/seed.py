@@ -1,0 +1,139 @@
+"""The seed's run through the framework against the seed's own kind of script: whole processes, paired.
+
+``python -m posenc_exp.bench seed`` times two commands as a user runs them, alternating (A B A B):
+
+- A, the framework: ``python -m posenc_exp.train experiment=toy`` (the seed project's settings: 72 training
+  windows of 10 values, batch size 1, 1000 epochs = 72,000 Adam steps at lr 5e-3, a validation pass, a
+  checkpoint and a TensorBoard snapshot per epoch), with its default progress bar and one torch thread;
+- B, a plain PyTorch loop in the seed project's style (``main.py`` of ``positional-embedding-expt``): a random
+  series of 100 values cut into its 90 windows, the encoding vector added to each window, a 10-128-1
+  ReLU/tanh network, ``nn.MSELoss``, ``torch.optim.Adam`` at 5e-3, batch size 1 in the windows' order,
+  ``zero_grad``, ``backward``, ``step`` and ``loss.item()`` at each step, a line printed every 20 epochs,
+  1000 epochs = 90,000 steps, no validation and nothing saved; one torch thread, as the framework's default.
+
+Each time is the whole process, from its start to its exit (Python start-up, imports, Hydra's composition,
+building, training, writing the run directory), as ``time`` would show it; each side's training time alone
+is also given (the framework's ``wall_time_s`` from ``metrics.json``; the loop's own clock). ``ratio`` is the
+framework's total over the plain loop's total across the pairs (goal: <= 1.0), with each pair's ratio beside
+it. The last line is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from posenc_exp import CONFIG_DIR
+from posenc_exp.rundir import METRICS_FILE
+
+FRAMEWORK = ["experiment=toy"]
+# The seed script's sizes: the series, the window, the hidden layer, the learning rate, the epochs.
+XLEN, CONTEXT, HIDDEN, LR, EPOCHS = 100, 10, 128, 5e-3, 1000
+
+
+def plain_loop(epochs: int = EPOCHS, seed: int = 0) -> float:
+    """The seed's training, written as its ``main.py`` does; returns the loop's seconds (prints its losses)."""
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.positions = nn.Parameter(torch.randn(CONTEXT))
+            self.ff = nn.Sequential(nn.Linear(CONTEXT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1), nn.Tanh())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.ff(x + self.positions)
+
+    series = torch.randn(XLEN)
+    windows = [(series[i : i + CONTEXT], series[i + CONTEXT : i + CONTEXT + 1]) for i in range(XLEN - CONTEXT)]
+    model = Model()
+    criterion = nn.MSELoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        total = 0.0
+        for x, y in windows:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        if (epoch + 1) % 20 == 0:
+            print(f"Epoch {epoch + 1}/{epochs}, Loss: {total / len(windows):.4f}")
+    return time.perf_counter() - started
+
+
+def run_plain(epochs: int) -> tuple[float, float]:
+    """The plain loop as its own process: (whole-process seconds, the loop's seconds)."""
+    command = [sys.executable, "-m", "posenc_exp.bench", "seed", "--plain-loop", "--epochs", str(epochs)]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=CONFIG_DIR.parent, capture_output=True, text=True)
+    total = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"error: the plain loop failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
+    return total, json.loads(result.stdout.splitlines()[-1])["loop_s"]
+
+
+def run_framework(run_dir: Path, epochs: int) -> tuple[float, float]:
+    """``python -m posenc_exp.train experiment=toy`` as its own process: (whole-process seconds, ``wall_time_s``)."""
+    command = [sys.executable, "-m", "posenc_exp.train", *FRAMEWORK, f"hydra.run.dir={run_dir}"]
+    if epochs != EPOCHS:
+        command.append(f"trainer.max_epochs={epochs}")
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=CONFIG_DIR.parent, capture_output=True, text=True)
+    total = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"error: {' '.join(command[2:])} failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
+    return total, json.loads((run_dir / METRICS_FILE).read_text())["wall_time_s"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m posenc_exp.bench seed", description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=2, help="framework/plain pairs, run A B A B")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs on both sides (the seed's: 1000)")
+    parser.add_argument("--plain-loop", action="store_true", help=argparse.SUPPRESS)  # the B process itself
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.pairs < 1:
+        sys.exit(f"error: --epochs={args.epochs} --pairs={args.pairs} is not allowed: expected integers >= 1")
+    if args.plain_loop:
+        print(json.dumps({"loop_s": plain_loop(args.epochs)}))
+        return
+    rows: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_seed_") as tmp:
+        for pair in range(args.pairs):
+            framework_s, framework_train_s = run_framework(Path(tmp) / f"run{pair}", args.epochs)
+            plain_s, plain_train_s = run_plain(args.epochs)
+            rows.append(
+                {"framework_s": framework_s, "framework_train_s": framework_train_s, "plain_s": plain_s}
+                | {"plain_train_s": plain_train_s, "ratio": framework_s / plain_s}
+            )
+            print(
+                f"pair {pair + 1}: experiment=toy {framework_s:6.2f} s (training {framework_train_s:6.2f} s), "
+                f"plain loop {plain_s:6.2f} s (training {plain_train_s:6.2f} s), ratio {framework_s / plain_s:.3f}",
+                flush=True,
+            )
+    total = {key: sum(row[key] for row in rows) for key in rows[0] if key != "ratio"}
+    ratio = total["framework_s"] / total["plain_s"]
+    print(f"experiment=toy / plain loop, whole processes over {args.pairs} pairs: {ratio:.3f}x")
+    summary = {
+        "ratio": round(ratio, 3),
+        "ratio_training": round(total["framework_train_s"] / total["plain_train_s"], 3),
+        "pair_ratios": [round(row["ratio"], 3) for row in rows],
+        **{key: [round(row[key], 2) for row in rows] for key in total},
+        "epochs": args.epochs,
+        "steps": {"framework": 72 * args.epochs, "plain": (XLEN - CONTEXT) * args.epochs},
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
