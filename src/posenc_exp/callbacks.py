@@ -50,11 +50,10 @@ class EncodingSnapshot(L.Callback):
 
     Histograms use numpy's ``bins="auto"``: a few wide bins for the seed's 10 values instead of spikes.
 
-    The histograms and the distance are logged every epoch; the images (which cost about 8 ms each to draw and
-    encode as PNG, more than a tiny model's epoch) at each of the first ``image_every_n_epochs`` epochs, then
-    every ``image_every_n_epochs``-th epoch (``epoch % n == 0``) and at the end of training, so the last image
-    always shows the final encoding and the history every epoch's column. (TensorBoard keeps 10 images per
-    tag by default anyway; ``--samples_per_plugin images=0`` shows them all.)
+    The histograms and the distance are logged every epoch; the images (about 8 ms each to draw and encode as
+    PNG, half a tiny model's epoch) every ``image_every_n_epochs`` epochs (epochs 0, n, 2n, ...) and at the end of
+    training, so the last image shows the final encoding and the history has every epoch's column. (TensorBoard
+    shows 10 images per tag by default anyway; ``--samples_per_plugin images=0`` shows them all.)
 
     A fixed encoding (nothing to train) is logged once, at the first epoch. With several replicas each
     replica's snapshots go to its own run (``replica_<k>/``). The per-epoch history is kept in the callback's
@@ -81,7 +80,7 @@ class EncodingSnapshot(L.Callback):
 
     def image_epoch(self, epoch: int) -> bool:
         """Whether the images are drawn at the end of ``epoch`` (besides the end of training)."""
-        return epoch < self.image_every_n_epochs or epoch % self.image_every_n_epochs == 0
+        return epoch % self.image_every_n_epochs == 0
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
