@@ -3,8 +3,10 @@
 ``python -m posenc_exp.bench overhead`` trains the same model, on the same data, with the same batch size,
 optimizer, thread count and number of optimizer steps, both ways, in one process, alternating repeats.
 The framework side is exactly what ``python -m posenc_exp.train`` builds (``train.build``): Trainer,
-progress bar, TensorBoard logger, encoding snapshots and checkpoints every epoch, one validation pass
-per epoch. The raw loop also validates once per epoch, and does nothing else.
+progress bar, TensorBoard logger, the encoding's histograms and distance every epoch and its images every
+10 epochs and at the last, the best checkpoint when ``val/loss`` improves and ``last.ckpt`` every 10 epochs
+and at the last, one validation pass per epoch. The raw loop also validates once per epoch, and does
+nothing else.
 
 The ratio reported is ``median framework time / median raw-loop time``; the last line is JSON. A third
 variant, ``core``, trains through the framework without the per-epoch checkpoint and snapshot callbacks

@@ -11,6 +11,10 @@
   ``zero_grad``, ``backward``, ``step`` and ``loss.item()`` at each step, a line printed every 20 epochs,
   1000 epochs = 90,000 steps, no validation and nothing saved; one torch thread, as the framework's default.
 
+With ``--before <checkout>`` (the root of another posenc-exp checkout, e.g. an older commit's
+``git archive``), each pair also runs that checkout's ``experiment=toy`` (its ``src`` first on ``PYTHONPATH``,
+its ``conf``): a before/after comparison on the same machine in the same minutes, A B C A B C.
+
 Each time is the whole process, from its start to its exit (Python start-up, imports, Hydra's composition,
 building, training, writing the run directory), as ``time`` would show it; each side's training time alone
 is also given (the framework's ``wall_time_s`` from ``metrics.json``; the loop's own clock). ``ratio`` is the
@@ -22,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.rundir import METRICS_FILE
@@ -83,54 +89,70 @@ def run_plain(epochs: int) -> tuple[float, float]:
     return total, json.loads(result.stdout.splitlines()[-1])["loop_s"]
 
 
-def run_framework(run_dir: Path, epochs: int) -> tuple[float, float]:
-    """``python -m posenc_exp.train experiment=toy`` as its own process: (whole-process seconds, ``wall_time_s``)."""
+def run_framework(run_dir: Path, epochs: int, checkout: Path | None = None) -> tuple[float, dict[str, Any]]:
+    """``python -m posenc_exp.train experiment=toy`` as its own process, this checkout's or ``checkout``'s:
+    (whole-process seconds, its ``metrics.json``)."""
     command = [sys.executable, "-m", "posenc_exp.train", *FRAMEWORK, f"hydra.run.dir={run_dir}"]
     if epochs != EPOCHS:
         command.append(f"trainer.max_epochs={epochs}")
+    env = dict(os.environ)
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout / "src"), env.get("PYTHONPATH", "")])
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=CONFIG_DIR.parent, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=checkout or CONFIG_DIR.parent, capture_output=True, text=True, env=env)
     total = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"error: {' '.join(command[2:])} failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
-    return total, json.loads((run_dir / METRICS_FILE).read_text())["wall_time_s"]
+    return total, json.loads((run_dir / METRICS_FILE).read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m posenc_exp.bench seed", description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=2, help="framework/plain pairs, run A B A B")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs on both sides (the seed's: 1000)")
+    parser.add_argument("--before", type=Path, help="another checkout's root, also timed in each pair")
     parser.add_argument("--plain-loop", action="store_true", help=argparse.SUPPRESS)  # the B process itself
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.pairs < 1:
         sys.exit(f"error: --epochs={args.epochs} --pairs={args.pairs} is not allowed: expected integers >= 1")
+    if args.before is not None and not (args.before / "src" / "posenc_exp").is_dir():
+        sys.exit(f"error: --before={args.before} is not allowed: expected a checkout's root, with src/posenc_exp")
     if args.plain_loop:
         print(json.dumps({"loop_s": plain_loop(args.epochs)}))
         return
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench_seed_") as tmp:
         for pair in range(args.pairs):
-            framework_s, framework_train_s = run_framework(Path(tmp) / f"run{pair}", args.epochs)
+            framework_s, metrics = run_framework(Path(tmp) / f"run{pair}", args.epochs)
+            framework_train_s, steps = metrics["wall_time_s"], metrics["optimizer_steps"]
             plain_s, plain_train_s = run_plain(args.epochs)
-            rows.append(
-                {"framework_s": framework_s, "framework_train_s": framework_train_s, "plain_s": plain_s}
-                | {"plain_train_s": plain_train_s, "ratio": framework_s / plain_s}
-            )
-            print(
+            row = {"framework_s": framework_s, "framework_train_s": framework_train_s, "plain_s": plain_s}
+            row |= {"plain_train_s": plain_train_s, "ratio": framework_s / plain_s}
+            line = (
                 f"pair {pair + 1}: experiment=toy {framework_s:6.2f} s (training {framework_train_s:6.2f} s), "
-                f"plain loop {plain_s:6.2f} s (training {plain_train_s:6.2f} s), ratio {framework_s / plain_s:.3f}",
-                flush=True,
+                f"plain loop {plain_s:6.2f} s (training {plain_train_s:6.2f} s), ratio {framework_s / plain_s:.3f}"
             )
-    total = {key: sum(row[key] for row in rows) for key in rows[0] if key != "ratio"}
+            if args.before is not None:
+                before_s, before = run_framework(Path(tmp) / f"before{pair}", args.epochs, args.before)
+                before_train_s = before["wall_time_s"]
+                row |= {"before_s": before_s, "before_train_s": before_train_s, "ratio_before": before_s / plain_s}
+                line += f"; before {before_s:6.2f} s (training {before_train_s:6.2f} s), ratio {before_s / plain_s:.3f}"
+            rows.append(row)
+            print(line, flush=True)
+    total = {key: sum(row[key] for row in rows) for key in rows[0] if not key.startswith("ratio")}
     ratio = total["framework_s"] / total["plain_s"]
     print(f"experiment=toy / plain loop, whole processes over {args.pairs} pairs: {ratio:.3f}x")
     summary = {
         "ratio": round(ratio, 3),
         "ratio_training": round(total["framework_train_s"] / total["plain_train_s"], 3),
         "pair_ratios": [round(row["ratio"], 3) for row in rows],
+    }
+    if args.before is not None:
+        summary["ratio_before"] = round(total["before_s"] / total["plain_s"], 3)
+    summary |= {
         **{key: [round(row[key], 2) for row in rows] for key in total},
         "epochs": args.epochs,
-        "steps": {"framework": 72 * args.epochs, "plain": (XLEN - CONTEXT) * args.epochs},
+        "steps": {"framework": steps, "plain": (XLEN - CONTEXT) * args.epochs},
     }
     print(json.dumps(summary))
 
