@@ -239,9 +239,13 @@ def test_bad_input_fails_with_one_error_line_naming_the_key(override: str, key: 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     """A learning rate of 1e12 with one optimizer step per epoch (the batch holds all samples): Adam moves
-    every weight by about lr per step, so a few epochs later the forward pass overflows to inf - inf = NaN."""
+    every weight by about lr per step, so a few epochs later the forward pass overflows to inf - inf = NaN.
+    (last.ckpt after every epoch here: by default every 10th, and a crash loses the epochs since.)"""
     run_dir = tmp_path / "run"
-    result = train_run(run_dir, "optimizer.lr=1e12", "data.batch_size=1000", "trainer.max_epochs=50", check=False)
+    every_epoch = "callbacks.last_checkpoint.every_n_epochs=1"
+    result = train_run(
+        run_dir, "optimizer.lr=1e12", "data.batch_size=1000", "trainer.max_epochs=50", every_epoch, check=False
+    )
     assert result.returncode != 0
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and "non-finite" in errors[0], result.stderr[-2000:]
