@@ -134,7 +134,7 @@ class PosEncModule(L.LightningModule):
         """Whether the optimizer steps may skip Lightning's per-step wrappers: one device, full precision, no
         profiler, and no callback or module method on the hooks around a step (:data:`STEP_HOOKS`, ``backward``).
         Then ``manual_backward`` and ``LightningOptimizer.step`` would only call empty hooks around
-        ``loss.backward()`` and the torch optimizer's ``step()``, at about half the cost of a tiny model's step."""
+        ``loss.backward()`` and the torch optimizer's ``step()``, costing about as much as a tiny model's step."""
         trainer = self.trainer
         if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
             return False
