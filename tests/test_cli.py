@@ -108,7 +108,8 @@ def test_console_prints_the_encoding_table_and_final_losses(seed_run: Path) -> N
 
 
 def test_snapshot_callback_logs_encoding_tags_once_per_epoch(seed_run: Path) -> None:
-    """Histogram, scalar distance and image tags containing ``encoding``, one entry per epoch each."""
+    """Histogram and scalar distance tags containing ``encoding``, one entry per epoch each; the images every
+    ``image_every_n_epochs`` (10) epochs and at the last."""
     events = read_events(seed_run)
     tags = encoding_tags(seed_run)
     assert tags["scalars"] and tags["histograms"] and tags["images"]
@@ -118,7 +119,7 @@ def test_snapshot_callback_logs_encoding_tags_once_per_epoch(seed_run: Path) -> 
     for tag in tags["histograms"]:
         assert [e.step for e in events.Histograms(tag)] == epochs, tag
     for tag in tags["images"]:
-        assert [e.step for e in events.Images(tag)] == epochs, tag
+        assert [e.step for e in events.Images(tag)] == [0, EPOCHS - 1], tag
     # The distance from the initial value, at the last epoch, is that of the final encoding in metrics.json.
     metrics = read_metrics(seed_run)
     expected = torch.tensor(metrics["encoding_final"]).sub(torch.tensor(metrics["encoding_initial"])).norm()
@@ -126,7 +127,7 @@ def test_snapshot_callback_logs_encoding_tags_once_per_epoch(seed_run: Path) -> 
     # The position x epoch heatmap gains a column every epoch, at one image size whatever the epoch count.
     history = events.Images("view/encoding/history")
     assert len({(e.width, e.height) for e in history}) == 1
-    assert len({e.encoded_image_string for e in history}) == EPOCHS
+    assert len({e.encoded_image_string for e in history}) == len(history)
 
 
 def test_hparams_session_holds_the_group_choices_and_the_overrides(seed_run: Path) -> None:
@@ -238,9 +239,13 @@ def test_bad_input_fails_with_one_error_line_naming_the_key(override: str, key: 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     """A learning rate of 1e12 with one optimizer step per epoch (the batch holds all samples): Adam moves
-    every weight by about lr per step, so a few epochs later the forward pass overflows to inf - inf = NaN."""
+    every weight by about lr per step, so a few epochs later the forward pass overflows to inf - inf = NaN.
+    (last.ckpt after every epoch here: by default every 10th, and a crash loses the epochs since.)"""
     run_dir = tmp_path / "run"
-    result = train_run(run_dir, "optimizer.lr=1e12", "data.batch_size=1000", "trainer.max_epochs=50", check=False)
+    every_epoch = "callbacks.last_checkpoint.every_n_epochs=1"
+    result = train_run(
+        run_dir, "optimizer.lr=1e12", "data.batch_size=1000", "trainer.max_epochs=50", every_epoch, check=False
+    )
     assert result.returncode != 0
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and "non-finite" in errors[0], result.stderr[-2000:]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,11 @@ class EncodingSnapshot(L.Callback):
 
     Histograms use numpy's ``bins="auto"``: a few wide bins for the seed's 10 values instead of spikes.
 
+    The histograms and the distance are logged every epoch; the images (about 8 ms each to draw and encode as
+    PNG, half a tiny model's epoch) every ``image_every_n_epochs`` epochs (epochs 0, n, 2n, ...) and at the end of
+    training, so the last image shows the final encoding and the history has every epoch's column. (TensorBoard
+    shows 10 images per tag by default anyway; ``--samples_per_plugin images=0`` shows them all.)
+
     A fixed encoding (nothing to train) is logged once, at the first epoch. With several replicas each
     replica's snapshots go to its own run (``replica_<k>/``). The per-epoch history is kept in the callback's
     state, so a resumed run continues its heatmap. Without a TensorBoardLogger (e.g. under ``fast_dev_run``)
@@ -56,17 +63,24 @@ class EncodingSnapshot(L.Callback):
 
     @classmethod
     def check_config(cls, config: Any, key: str = "callbacks.encoding_snapshot") -> None:
-        """``history_pixels``: ``[height, width]``, two integers >= 16."""
+        """``history_pixels``: ``[height, width]``, two integers >= 16; ``image_every_n_epochs`` >= 1."""
         pixels = list(config.get("history_pixels", [16, 16]))
         if len(pixels) != 2 or not all(is_int(p) and p >= 16 for p in pixels):
             raise ConfigError(
                 f"{key}.history_pixels={pixels} is not allowed: expected [height, width], two integers >= 16"
             )
+        require_int(f"{key}.image_every_n_epochs", config.get("image_every_n_epochs", 1), 1)
 
-    def __init__(self, history_pixels: tuple[int, int] = (200, 300)) -> None:
+    def __init__(self, history_pixels: tuple[int, int] = (200, 300), image_every_n_epochs: int = 1) -> None:
         self.history_pixels = tuple(history_pixels)
+        self.image_every_n_epochs = image_every_n_epochs
         self.history: dict[int, list[list[float]]] = {}  # replica -> per epoch, each row's value
         self.logged_fixed = False
+        self.unrendered: int | None = None  # the last epoch snapshotted whose images are not written yet
+
+    def image_epoch(self, epoch: int) -> bool:
+        """Whether the images are drawn at the end of ``epoch`` (besides the end of training)."""
+        return epoch % self.image_every_n_epochs == 0
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -82,18 +96,33 @@ class EncodingSnapshot(L.Callback):
         for replica, writer in writers:
             for name, values in encoding.snapshot_histograms(replica).items():
                 writer.add_histogram(f"{VIEW}/encoding/{name}", values, step, bins="auto")
-            for name, image in snapshot_images(encoding, replica).items():
-                writer.add_image(f"{VIEW}/encoding/{name}", image, step, dataformats="HWC")
             if not trainable or current is None:
                 continue
             own = replica_of(current, replica)
             distance = (own - replica_of(pl_module.encoding_initial, replica)).norm().item()
             writer.add_scalar("encoding/distance_from_init", distance, step)
-            history = self.history.setdefault(replica, [])
-            history.append(own.reshape(len(own), -1).mean(dim=1).tolist())
-            image = labelled_heatmaps([np.array(history).T], encoding.snapshot_rows, "epoch", size=self.history_pixels)
-            writer.add_image(f"{VIEW}/encoding/history", image, step, dataformats="HWC")
+            self.history.setdefault(replica, []).append(own.reshape(len(own), -1).mean(dim=1).tolist())
+        self.unrendered = step
+        if not trainable or self.image_epoch(step):
+            self.write_images(writers, encoding, step)
         self.logged_fixed = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The images of the last epoch, when its epoch was not one that draws them."""
+        writers = replica_writers(trainer)
+        if writers and trainer.is_global_zero and self.unrendered is not None:
+            self.write_images(writers, pl_module.net.encoding, self.unrendered)
+
+    def write_images(self, writers: list[tuple[int, Any]], encoding: PositionalEncoding, step: int) -> None:
+        """Each replica's images of ``encoding`` (``snapshot_images``) and its history, at ``step``."""
+        for replica, writer in writers:
+            for name, image in snapshot_images(encoding, replica).items():
+                writer.add_image(f"{VIEW}/encoding/{name}", image, step, dataformats="HWC")
+            if replica in self.history:
+                history = np.array(self.history[replica]).T
+                image = labelled_heatmaps([history], encoding.snapshot_rows, "epoch", size=self.history_pixels)
+                writer.add_image(f"{VIEW}/encoding/history", image, step, dataformats="HWC")
+        self.unrendered = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
@@ -111,7 +140,36 @@ class ResumableCheckpoint(ModelCheckpoint):
     ``dirpath`` (rank 0; the old run's files are never touched) and its scores restored, so a later epoch
     replaces the best only when it is better; the paths of an unmonitored one (``last.ckpt``) point into
     this run's ``dirpath``, where its next save writes.
+
+    With ``every_n_epochs`` > 1 (``last.ckpt``: a crash loses at most the epochs since its last save) it also
+    saves at the last epoch of ``trainer.max_epochs`` (or when the trainer is told to stop), so a finished run
+    always ends with a checkpoint of its final weights.
     """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with self.every_epoch_if(self.final_epoch(trainer)):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with self.every_epoch_if(self.final_epoch(trainer)):
+            super().on_validation_end(trainer, pl_module)
+
+    @staticmethod
+    def final_epoch(trainer: L.Trainer) -> bool:
+        last = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
+        return last or trainer.should_stop
+
+    @contextmanager
+    def every_epoch_if(self, condition: bool) -> Iterator[None]:
+        """Within the block, save at this epoch whatever ``every_n_epochs`` says, if ``condition``. (Lightning's
+        ``ModelCheckpoint`` keeps the setting in ``_every_n_epochs``, the value of its ``every_n_epochs``.)"""
+        every = self._every_n_epochs
+        if condition and every > 1:
+            self._every_n_epochs = 1
+        try:
+            yield
+        finally:
+            self._every_n_epochs = every
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")

@@ -3,10 +3,13 @@
 ``python -m posenc_exp.bench overhead`` trains the same model, on the same data, with the same batch size,
 optimizer, thread count and number of optimizer steps, both ways, in one process, alternating repeats.
 The framework side is exactly what ``python -m posenc_exp.train`` builds (``train.build``): Trainer,
-progress bar, TensorBoard logger, encoding snapshots and checkpoints every epoch, one validation pass
-per epoch. The raw loop also validates once per epoch, and does nothing else.
+progress bar, TensorBoard logger, the encoding's histograms and distance every epoch and its images every
+10 epochs and at the last, the best checkpoint when ``val/loss`` improves and ``last.ckpt`` every 10 epochs
+and at the last, one validation pass per epoch. The raw loop also validates once per epoch, and does
+nothing else.
 
-The ratio reported is ``median framework time / median raw-loop time``; the last line is JSON. A third
+The ratio reported is ``median framework time / median raw-loop time``, of the wall time and (``_cpu``) of
+the process's CPU time, which a machine shared with other work stretches far less; the last line is JSON. A third
 variant, ``core``, trains through the framework without the per-epoch checkpoint and snapshot callbacks
 (``ratio_*_core``), which separates Lightning's loop from what those features cost.
 """
@@ -37,17 +40,18 @@ def compose_config(batch_size: int | None, epochs: int, output_dir: str, extra: 
     return compose_train(overrides)
 
 
-def time_framework(cfg: DictConfig) -> tuple[float, int]:
-    """Seconds for ``trainer.fit`` (console output swallowed) and the optimizer steps it took."""
+def time_framework(cfg: DictConfig) -> tuple[float, float, int]:
+    """Seconds for ``trainer.fit`` (console output swallowed), wall and CPU (this process, all its threads),
+    and the optimizer steps it took."""
     datamodule, module, trainer = build(cfg)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         trainer.fit(module, datamodule=datamodule)
-        elapsed = time.perf_counter() - started
-    return elapsed, trainer.global_step
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return elapsed, cpu, trainer.global_step
 
 
-def time_raw_loop(cfg: DictConfig) -> tuple[float, int]:
+def time_raw_loop(cfg: DictConfig) -> tuple[float, float, int]:
     """The same training as a plain loop: shuffle, slice, forward, backward, step; validate each epoch."""
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
@@ -57,7 +61,7 @@ def time_raw_loop(cfg: DictConfig) -> tuple[float, int]:
     optimizer = instantiate(cfg.optimizer, _partial_=True)(net.parameters())
     mse = torch.nn.functional.mse_loss
     steps = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(cfg.trainer.max_epochs):
         for index in torch.randperm(x.shape[1]).split(cfg.data.batch_size):
             loss = mse(net(x[:, index]), y[:, index])
@@ -67,7 +71,7 @@ def time_raw_loop(cfg: DictConfig) -> tuple[float, int]:
             steps += 1
         with torch.no_grad():
             mse(net(x_val), y_val)
-    return time.perf_counter() - started, steps
+    return time.perf_counter() - started, time.process_time() - cpu, steps
 
 
 # The per-epoch features left out of the ``core`` variant.
@@ -80,29 +84,26 @@ WITHOUT_EPOCH_CALLBACKS = (
 
 
 def measure(batch_size: int, epochs: int, repeats: int) -> dict[str, float]:
-    framework, core, raw = [], [], []
+    framework, core, raw = [], [], []  # (wall, CPU) seconds
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = compose_config(batch_size, epochs, output_dir)
         core_cfg = compose_config(batch_size, epochs, output_dir, WITHOUT_EPOCH_CALLBACKS)
         time_raw_loop(cfg)  # warm-up: allocator, kernels, imports
         for _ in range(repeats):
-            raw_s, raw_steps = time_raw_loop(cfg)
-            framework_s, framework_steps = time_framework(cfg)
-            core_s, core_steps = time_framework(core_cfg)
+            *raw_s, raw_steps = time_raw_loop(cfg)
+            *framework_s, framework_steps = time_framework(cfg)
+            *core_s, core_steps = time_framework(core_cfg)
             if not raw_steps == framework_steps == core_steps:
                 raise RuntimeError(f"step counts differ: raw {raw_steps}, framework {framework_steps}, {core_steps}")
             raw.append(raw_s)
             framework.append(framework_s)
             core.append(core_s)
-    result = {
-        "batch_size": batch_size,
-        "optimizer_steps": raw_steps,
-        "framework_s": statistics.median(framework),
-        "core_s": statistics.median(core),
-        "raw_s": statistics.median(raw),
-    }
-    result["ratio"] = result["framework_s"] / result["raw_s"]
-    result["ratio_core"] = result["core_s"] / result["raw_s"]
+    result: dict[str, float] = {"batch_size": batch_size, "optimizer_steps": raw_steps}
+    for clock, index in (("", 0), ("_cpu", 1)):
+        for name, times in (("framework", framework), ("core", core), ("raw", raw)):
+            result[f"{name}{clock}_s"] = statistics.median(t[index] for t in times)
+        result[f"ratio{clock}"] = result[f"framework{clock}_s"] / result[f"raw{clock}_s"]
+        result[f"ratio_core{clock}"] = result[f"core{clock}_s"] / result[f"raw{clock}_s"]
     return result
 
 
@@ -123,10 +124,13 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{name:>8}: batch {r['batch_size']:>3}, {r['optimizer_steps']} steps: framework {r['framework_s']:.3f} s, "
             f"raw loop {r['raw_s']:.3f} s, ratio {r['ratio']:.2f}x; "
-            f"without checkpoints and snapshots {r['core_s']:.3f} s, ratio {r['ratio_core']:.2f}x"
+            f"without checkpoints and snapshots {r['core_s']:.3f} s, ratio {r['ratio_core']:.2f}x; "
+            f"CPU time: ratio {r['ratio_cpu']:.2f}x, without {r['ratio_core_cpu']:.2f}x"
         )
     summary = {f"ratio_{name}": round(r["ratio"], 3) for name, r in results.items()}
     summary |= {f"ratio_{name}_core": round(r["ratio_core"], 3) for name, r in results.items()}
+    summary |= {f"ratio_{name}_cpu": round(r["ratio_cpu"], 3) for name, r in results.items()}
+    summary |= {f"ratio_{name}_core_cpu": round(r["ratio_core_cpu"], 3) for name, r in results.items()}
     summary |= {f"{name}_{k}": round(v, 4) for name, r in results.items() for k, v in r.items() if k.endswith("_s")}
     summary["threads"] = args.threads
     print(json.dumps(summary))

@@ -31,18 +31,26 @@ class BestCheckpoint:
 
 @dataclass
 class LastCheckpoint:
-    """The same callback, unmonitored: ``last.ckpt`` after every epoch."""
+    """The same callback, unmonitored: ``last.ckpt`` every ``every_n_epochs`` epochs and at the last epoch."""
 
     _target_: str = MISSING
     dirpath: str = MISSING
     filename: str = MISSING
     enable_version_counter: bool = MISSING
+    every_n_epochs: int = MISSING
+
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.last_checkpoint") -> None:
+        from posenc_exp.checks import require_int
+
+        require_int(f"{key}.every_n_epochs", config.every_n_epochs, 1)
 
 
 @dataclass
 class EncodingSnapshot:
     _target_: str = MISSING
     history_pixels: list[int] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
+    image_every_n_epochs: int = MISSING
 
 
 @dataclass

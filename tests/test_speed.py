@@ -1,0 +1,77 @@
+"""What makes a single run fast keeps its results: optimizer steps without Lightning's per-step wrappers are
+bit-identical to the wrapped ones; last.ckpt every ``every_n_epochs`` epochs and at the last; encoding images
+every ``image_every_n_epochs`` epochs and at the last, histograms every epoch (docs/speed.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from helpers import fast_in_process, read_events, train_run
+
+from posenc_exp.config import compose_train
+from posenc_exp.train import build
+
+
+class BackwardCounter(L.Callback):
+    """A callback on a per-step hook: the steps must then go through Lightning's wrappers, which call it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.calls += 1
+
+
+def fit(tmp_path: Path, *callbacks: L.Callback) -> tuple[dict[str, torch.Tensor], L.Trainer, bool]:
+    cfg = fast_in_process(tmp_path, "trainer.max_epochs=2", "data.batch_size=1", "data.chunk_steps=16")
+    datamodule, module, trainer = build(cfg)
+    trainer.callbacks.extend(callbacks)
+    trainer.fit(module, datamodule=datamodule)
+    return module.state_dict(), trainer, module.plain_steps()
+
+
+def test_plain_steps_are_the_wrapped_steps_bit_for_bit(tmp_path: Path) -> None:
+    plain, plain_trainer, was_plain = fit(tmp_path / "plain")
+    counter = BackwardCounter()
+    wrapped, wrapped_trainer, was_wrapped_plain = fit(tmp_path / "wrapped", counter)
+    assert was_plain and not was_wrapped_plain
+    assert counter.calls == wrapped_trainer.global_step == plain_trainer.global_step == 2 * 72  # batch 1
+    for name, tensor in plain.items():
+        assert torch.equal(tensor, wrapped[name]), name
+
+
+class LastCheckpointEpochs(L.Callback):
+    """At the start of each epoch, the epoch that ``last.ckpt`` holds (None before it exists)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        exists = self.path.is_file()
+        self.seen.append(torch.load(self.path, weights_only=True)["epoch"] if exists else None)
+
+
+def test_last_checkpoint_every_n_epochs_and_at_the_last(tmp_path: Path) -> None:
+    no_logging = ["~logger", "callbacks.encoding_snapshot=null", "callbacks.progress_bar=null"]
+    no_logging += ["callbacks.model_checkpoint=null", "trainer.enable_progress_bar=false"]
+    every_4 = ["trainer.max_epochs=6", "data.batch_size=1000", "callbacks.last_checkpoint.every_n_epochs=4"]
+    cfg = compose_train([*no_logging, f"paths.output_dir={tmp_path}", *every_4])
+    datamodule, module, trainer = build(cfg)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    recorder = LastCheckpointEpochs(last)
+    trainer.callbacks.append(recorder)
+    trainer.fit(module, datamodule=datamodule)
+    assert recorder.seen == [None, None, None, None, 3, 3]  # saved after epoch 3 (the 4th)
+    assert torch.load(last, weights_only=True)["epoch"] == 5  # and after the last, though not a 4th
+
+
+def test_images_every_n_epochs_and_at_the_last_histograms_every_epoch(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train_run(run_dir, "trainer.max_epochs=13", "data.batch_size=1000")
+    events = read_events(run_dir)
+    assert [e.step for e in events.Histograms("view/encoding/values")] == list(range(13))
+    assert [e.step for e in events.Scalars("encoding/distance_from_init")] == list(range(13))
+    assert [e.step for e in events.Images("view/encoding/history")] == [0, 10, 12]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 12
