@@ -158,8 +158,8 @@ class SelfAttention(nn.Module):
         if self.position_only:
             positions = sinusoid_table(length, d_model).to(x).expand(replicas, batch, length, d_model)
             q, k, _ = heads_of(self.qkv(positions))
-        if encoding.acts_on == "rotary":
-            q, k = encoding.rotate(q, k, positions)
+        if encoding.acts_on == "rotary":  # an encoding written before explicit positions still serves 0..L-1
+            q, k = encoding.rotate(q, k) if positions is None else encoding.rotate(q, k, positions)
         per_example = None  # a contextual encoding's bias, (R, B, H, L, L)
         if encoding.acts_on == "contextual":
             per_example = encoding.contextual_bias(q, k, self.layer, self.causal)
@@ -296,7 +296,9 @@ class AttentionStack(nn.Module):
         """Scalars or token ids ``(R or 1, B, L)`` -> ``(R, B, L, d_model)``, with an input encoding added at
         ``positions`` (``(R or 1, L)``, or ``None`` for ``0..L-1``)."""
         h = self.embed(x.unsqueeze(-1)) if self.vocab_size is None else self.embed(x)
-        return self.encoding(h, positions) if self.encoding.acts_on == "input" else h
+        if self.encoding.acts_on != "input":
+            return h
+        return self.encoding(h) if positions is None else self.encoding(h, positions)
 
     def layers(
         self, h: Tensor, return_internals: bool = False, positions: Tensor | None = None
@@ -308,7 +310,9 @@ class AttentionStack(nn.Module):
         """
         batch, length = h.shape[1:3]
         bias = None
-        if self.encoding.acts_on == "bias":
+        if self.encoding.acts_on == "bias" and positions is None:  # (the hook of an encoding written before
+            bias = self.encoding.attention_bias(length, length)  # explicit positions still serves 0..L-1)
+        elif self.encoding.acts_on == "bias":
             bias = self.encoding.attention_bias(length, length, positions, positions)
         sdpa_mask = make_sdpa_mask(bias, self.causal, batch) if bias is not None else None
         internals = Internals(inputs=h, layers=[], attention=[]) if return_internals else None
