@@ -277,6 +277,7 @@ def test_randomized_replica_k_draws_as_the_single_encoding_of_seed_k() -> None:
         (["encoding=cope"], "model.causal=true"),
         (["encoding=randomized", "encoding.base=alibi"], "encoding@encoding.base=alibi"),
         (["encoding=randomized", "encoding@encoding.base=learned", "encoding.position_range=100"], "rows"),
+        (["encoding=randomized", "encoding.position_range=0"], "encoding.position_range"),
         (["encoding=randomized", "encoding@encoding.base=cope"], "uses positions"),
         (["encoding=randomized", "encoding.base.base=0.5"], "encoding.base.base"),
         (["encoding=rope", "encoding.scaling=dynamic"], "encoding.scaling"),

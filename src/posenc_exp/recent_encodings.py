@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from posenc_exp.checks import require_choice, require_int, require_number, require_parameters
+from posenc_exp.checks import require_choice, require_int, require_memory, require_number, require_parameters
 from posenc_exp.encodings import DEFAULT_POSITIONS, AbsoluteTable, BiasEncoding, NoPE, PositionalEncoding, RoPE
 from posenc_exp.errors import ConfigError, LengthError
 from posenc_exp.models.layers import Linear
@@ -298,25 +298,32 @@ class Randomized(PositionalEncoding):
     then sorted. The replica key is drawn at construction from the run's seed (a non-trained parameter with a
     replica axis, so replica ``k`` draws exactly as the single run ``seed + k``); ``step`` is a persistent buffer,
     counting training forward passes, kept by checkpoints. Positions are shared by the batch, one draw per
-    replica, ``(R, L)``. A sequence longer than ``M`` is refused (:class:`LengthError`).
+    replica, ``(R, L)``. A sequence longer than ``M`` is refused (:class:`LengthError`). ``M`` defaults
+    (``position_range=None``) to ``max_positions``, the longest evaluation input.
     """
 
-    def __init__(self, base: PositionalEncoding, position_range: int, eval_positions: str = "ordinary") -> None:
+    def __init__(
+        self,
+        base: PositionalEncoding,
+        max_positions: int = DEFAULT_POSITIONS,
+        position_range: int | None = None,
+        eval_positions: str = "ordinary",
+    ) -> None:
         super().__init__()
         if isinstance(base, (Randomized, CoPE, NoPE)):
             raise ValueError(f"encoding=randomized cannot wrap {type(base).__name__}, which does not use positions")
-        self.base, self.position_range, self.eval_positions = base, position_range, eval_positions
+        self.base, self.max_positions, self.eval_positions = base, max_positions, eval_positions
+        self.position_range = max_positions if position_range is None else position_range
         self.acts_on = base.acts_on  # type: ignore[misc]  # the wrapped family's
         self.snapshot_rows = base.snapshot_rows  # type: ignore[misc]
-        self.max_positions = getattr(base, "max_positions", DEFAULT_POSITIONS)
         self.key = nn.Parameter(torch.randint(0, 2**24, (1, 1)).float(), requires_grad=False)  # exact in float32
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
         """A wrapped option (``encoding.base``, with ``_target_``) that takes positions, its own checks (its keys
-        named ``encoding.base.*``), ``position_range`` >= 1 and, for a trained table, at most its rows, a known
-        ``eval_positions``."""
+        named ``encoding.base.*``), ``max_positions`` >= 1, ``position_range`` null or >= 1 and, for a trained
+        table, at most its rows, a known ``eval_positions``."""
         from posenc_exp.config import target_class
 
         base = encoding.get("base")
@@ -337,13 +344,26 @@ class Randomized(PositionalEncoding):
                 base_class.check_config(base)
             except ConfigError as error:
                 raise ConfigError(str(error).replace("encoding.", "encoding.base.")) from None
-        require_int("encoding.position_range", encoding.position_range, 1)
+        require_int("encoding.max_positions", encoding.max_positions, 1)
+        position_range = encoding.position_range
+        if position_range is not None:  # the drawn positions must cover the longest input (evaluation included)
+            require_int(
+                "encoding.position_range",
+                position_range,
+                encoding.max_positions,
+                allowed=f"an integer >= encoding.max_positions={encoding.max_positions} (the longest input), or null",
+            )
+        position_range = encoding.max_positions if position_range is None else position_range
+        # each draw hashes every candidate: a few int64 temporaries of position_range values per replica
+        require_memory(f"encoding.position_range={position_range}", 64 * position_range, "the candidate hashes")
         if issubclass(base_class, AbsoluteTable) and base.get("learnable", True):
             rows = base.max_positions
-            if encoding.position_range > rows:
+            if position_range > rows:
                 raise ConfigError(
-                    f"encoding.position_range={encoding.position_range} is more than the {rows} rows of the wrapped "
-                    f"table (encoding.base.max_positions): positions are drawn from 0..position_range-1"
+                    f"encoding.position_range={position_range} is more than the {rows} rows of the wrapped table "
+                    "(encoding.base.max_positions = data.max_positions): positions are drawn from "
+                    "0..position_range-1; leave encoding.position_range at null, or wrap an encoding without a "
+                    "trained table"
                 )
         require_choice("encoding.eval_positions", encoding.eval_positions, EVAL_POSITIONS)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -109,7 +109,8 @@ class Randomized:
 
     _target_: str = MISSING
     base: Any = MISSING
-    position_range: int = MISSING
+    max_positions: int = MISSING
+    position_range: Optional[int] = MISSING  # noqa: UP045 - OmegaConf 2.3 reads typing.Optional, not X | None
     eval_positions: str = MISSING
 
 
