@@ -41,6 +41,8 @@ CONTEXTS = [
     *[[f"data={task}", *ATTENTION] for task in ("ar", "lag", *TOKEN_TASKS, "text")],
     ["model=attention"],
     *[[*ATTENTION, f"encoding={e}"] for e in ("none", "sinusoidal", "rope", "alibi", "t5")],
+    *[[*ATTENTION, f"encoding={e}"] for e in ("xpos", "kerple", "fire", "cope", "randomized")],
+    [*ATTENTION, "encoding=randomized", "encoding@encoding.base=learned"],
     [*ATTENTION, "callbacks=diagnostics"],
 ]
 # Tiny settings for the runs that must run: one epoch, little data, no progress bar.

@@ -405,7 +405,7 @@ class RoPE(PositionalEncoding):
         if self.scaling == "none":
             return None
         if self.scaling_lengths == "longer":
-            trained = int(self.trained_length)  # evaluation only: one host read per forward pass
+            trained = int(self.trained_length)  # evaluation with scaling only: one host read per layer
             if self.training or trained == 0 or length <= trained:
                 return None
         trained = max(int(self.trained_length), 1)
