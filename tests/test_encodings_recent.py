@@ -268,6 +268,46 @@ def test_randomized_replica_k_draws_as_the_single_encoding_of_seed_k() -> None:
             torch.testing.assert_close(out[k], single(x, single.positions(8, torch.device("cpu")))[0])
 
 
+# ---- the model: the fused path (SDPA with the bias as its mask) agrees with attention written out ----
+
+
+def new_encoding(name: str, causal: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return {
+        "xpos": lambda: XPos(16, 4, scale_base=8.0),
+        "kerple": lambda: KERPLE(4, causal=causal),
+        "fire": lambda: FIRE(4, causal=causal, init_threshold=4.0),
+        "cope": lambda: CoPE(16, 4, depth=2),
+        "randomized": lambda: Randomized(ALiBi(4, causal=causal), max_positions=40, eval_positions="random"),
+    }[name]()
+
+
+@pytest.mark.parametrize(
+    ("name", "causal"),
+    [(n, c) for n in ("xpos", "kerple", "fire", "cope", "randomized") for c in (False, True) if c or n != "cope"],
+)
+def test_sdpa_and_hand_written_attention_agree(name: str, causal: bool) -> None:
+    from posenc_exp.models.attention import AttentionStack
+
+    encoding = new_encoding(name, causal)
+    if name == "cope":
+        with torch.no_grad():
+            encoding.embeddings.normal_()  # zero at init: make the contextual bias matter
+    torch.manual_seed(0)
+    model = AttentionStack(16, 4, 2, encoding, vocab_size=8, causal=causal).eval()
+    x = torch.randint(0, 8, (1, 3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fused = model(x)
+        explicit, internals = model(x, return_internals=True)
+        for block in model.blocks:
+            block.attention.use_sdpa = False
+        by_hand = model(x)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused, by_hand, atol=1e-5, rtol=1e-5)
+    if causal:
+        assert internals.attention[0].triu(1).abs().max() == 0
+
+
 # ---- configuration: every option composes, is checked, and refuses bad values in one line ----
 
 
