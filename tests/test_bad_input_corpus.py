@@ -46,6 +46,8 @@ CONTEXTS = [
     *[[f"data={task}", *ATTENTION] for task in ("ar", "lag", *TOKEN_TASKS, "text")],
     ["model=attention"],
     *[[*ATTENTION, f"encoding={e}"] for e in ("none", "sinusoidal", "rope", "alibi", "t5")],
+    *[[*ATTENTION, f"encoding={e}"] for e in ("xpos", "kerple", "fire", "cope", "randomized")],
+    [*ATTENTION, "encoding=randomized", "encoding@encoding.base=learned"],
     [*ATTENTION, "callbacks=diagnostics"],
     ["data=parity", "model=attention"],  # the Chomsky tasks' keys (data.format), encoder format
 ]

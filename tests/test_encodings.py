@@ -246,7 +246,8 @@ def test_cosine_similarity_image_of_a_table_has_a_red_diagonal() -> None:
 
 @pytest.mark.parametrize("option", ENCODING_OPTIONS)
 def test_each_encoding_config_composes_and_runs_in_the_attention_model(option: str) -> None:
-    cfg = compose_train(["model=attention", f"encoding={option}"])
+    causal = ["model.causal=true"] if option == "cope" else []  # CoPE is causal only
+    cfg = compose_train(["model=attention", f"encoding={option}", *causal])
     net = instantiate(cfg.model)
     assert net.encoding is not None and type(net.encoding).__name__ == cfg.encoding._target_.rsplit(".", 1)[1]
     assert net(torch.randn(1, 4, cfg.data.length)).shape == (1, 4)

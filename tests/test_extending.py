@@ -19,7 +19,7 @@ EXAMPLE = REPO / "examples" / "extending"
 # A fenced block whose info string names its file: ```python title="my_posenc/kerple.py"
 FILE_BLOCK = re.compile(r'^```\w+ title="([^"]+)"\n(.*?)^```$', re.MULTILINE | re.DOTALL)
 OPTIONS = {
-    "encoding": "kerple",
+    "encoding": "kerple_softplus",
     "data": "first",
     "model": "pooling",
     "callbacks": "attention_distance",
@@ -68,10 +68,10 @@ def test_options_on_the_search_path_pass_the_preflight_check(tmp_path: Path) -> 
     build_guide(tmp_path)
     search_path = f"hydra.searchpath=[file://{tmp_path}/conf]"
     check_group_choices([search_path, *(f"{group}={option}" for group, option in OPTIONS.items())])
-    with pytest.raises(ConfigError, match="encoding=kerple is not an option of 'encoding': allowed alibi"):
-        check_group_choices(["encoding=kerple"])  # without the search path it is unknown, in one line
-    with pytest.raises(ConfigError, match=r"allowed alibi, kerple, learned"):
-        check_group_choices([search_path, "encoding=kerpel"])
+    with pytest.raises(ConfigError, match="encoding=kerple_softplus is not an option of 'encoding': allowed alibi"):
+        check_group_choices(["encoding=kerple_softplus"])  # without the search path it is unknown, in one line
+    with pytest.raises(ConfigError, match=r"allowed alibi, .*kerple, kerple_softplus, learned"):
+        check_group_choices([search_path, "encoding=kerple_sofplus"])
 
 
 def guide_cli(folder: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str, multirun: bool = False):
@@ -94,7 +94,7 @@ def test_guide_encoding_and_diagnostic_train_on_a_builtin_model_and_task(
         "data=copy",
         "data.n_train=512",
         "data.n_val=64",
-        "encoding=kerple",
+        "encoding=kerple_softplus",
         "callbacks=attention_distance",
         f"hydra.run.dir={run}",
     )

@@ -39,6 +39,9 @@ CASES = {
     "rope": [*ATTENTION, "encoding=rope"],
     "sinusoidal": [*ATTENTION, "encoding=sinusoidal"],  # a fixed encoding: one table shared by the replicas
     "t5": [*ATTENTION, "encoding=t5", "data.seed=${seed}"],
+    "kerple": [*ATTENTION, "encoding=kerple"],  # a learned bias per head
+    # positions drawn per replica from its own key: replica k draws as the single run seed + k
+    "randomized": [*ATTENTION, "encoding=randomized", "encoding@encoding.base=learned"],
 }
 SEED, K = 5, 3
 

@@ -2,16 +2,24 @@
 
 Every encoding is an ``nn.Module`` with a class attribute ``acts_on``:
 
-- ``"input"``: added once to the input embeddings, ``x_i <- x_i + p_i`` (``forward(x)``, ``x`` is
-  ``(batch, length, d_model)``): :class:`NoPE`, :class:`LearnedAbsolute`, :class:`Sinusoidal`;
-- ``"rotary"``: rotates queries and keys in every attention layer (``rotate(q, k)``, both
-  ``(batch, heads, length, d_head)``, positions ``0..length-1``): :class:`RoPE`;
-- ``"bias"``: an additive bias on the attention logits (``attention_bias(n_query, n_key)`` returns a float
-  ``(heads, n_query, n_key)`` tensor, meant as the float ``attn_mask`` of
+- ``"input"``: added once to the input embeddings, ``x_i <- x_i + p_i`` (``forward(x, positions)``, ``x`` is
+  ``(R or 1, batch, length, d_model)``): :class:`NoPE`, :class:`LearnedAbsolute`, :class:`Sinusoidal`;
+- ``"rotary"``: rotates queries and keys in every attention layer (``rotate(q, k, positions)``, both
+  ``(R, batch, heads, length, d_head)``): :class:`RoPE` (and ``posenc_exp.recent_encodings.XPos``);
+- ``"bias"``: an additive bias on the attention logits (``attention_bias(n_query, n_key, query_positions,
+  key_positions)`` returns a float ``(R or 1, heads, n_query, n_key)`` tensor, meant as the float ``attn_mask`` of
   ``torch.nn.functional.scaled_dot_product_attention``, i.e. added to the already scaled logits
   ``q.k / sqrt(d_head)``; a causal model adds its causal mask itself): :class:`ALiBi`, :class:`T5Bias`.
   Bias families are built once and shared by every layer; call ``attention_bias`` once per forward pass
-  and hand the result to all layers.
+  and hand the result to all layers;
+- ``"contextual"``: a bias computed in each layer from that layer's queries and keys
+  (``contextual_bias(q, k, layer)``): ``posenc_exp.recent_encodings.CoPE``.
+
+Positions: the encoding supplies the positions of a forward pass, ``positions(length, device)``: a tensor
+``(R or 1, length)`` of integer or float positions shared by the batch (replica axis first, 1 when the
+replicas share them), or ``None``, which stands for the ordinary ``0..length-1`` (the default; it lets the
+families use the caches they keep for it). The model asks once per forward pass and hands the result to
+every hook, whose ``positions`` arguments accept the same (``None``, or ``(R or 1, length)``).
 
 Replicas (see ``posenc_exp.models.layers``): every learned tensor has a leading replica axis ``R`` (1 for
 an ordinary run), inputs are ``(R or 1, batch, length, d_model)``, and a bias is ``(R or 1, heads, n_query,
@@ -39,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posenc_exp.checks import require_int, require_number, require_parameters
+from posenc_exp.checks import require_choice, require_int, require_number, require_parameters
 from posenc_exp.errors import ConfigError, LengthError
 
 # Positions an encoding without a table of its own covers when no max_positions is given (snapshots, caches).
@@ -58,16 +66,26 @@ class PositionalEncoding(nn.Module):
     acts_on: ClassVar[str] = "input"
     snapshot_rows: ClassVar[str] = "position"  # what a row of snapshot() is, for the history image's axis
 
-    def forward(self, x: Tensor) -> Tensor:
+    def positions(self, length: int, device: torch.device) -> Tensor | None:
+        """The positions of a forward pass over ``length`` tokens, ``(R or 1, length)``, or ``None`` for the
+        ordinary ``0..length-1`` (the default)."""
+        return None
+
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
         """Input families: ``x`` is ``(R or 1, batch, length, d_model)``; returns ``x`` with positions added."""
         return x
 
-    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotary families: queries and keys ``(..., heads, length, d_head)``, rotated by position."""
+    def rotate(self, q: Tensor, k: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Rotary families: queries and keys ``(..., heads, length, d_head)`` (``(R, batch, heads, length,
+        d_head)`` with explicit ``positions``), rotated by position."""
         raise NotImplementedError(f"{type(self).__name__} acts on '{self.acts_on}', not on queries and keys")
 
-    def attention_bias(self, n_query: int, n_key: int) -> Tensor:
-        """Bias families: the float ``(R or 1, heads, n_query, n_key)`` bias added to the attention logits."""
+    def attention_bias(
+        self, n_query: int, n_key: int, query_positions: Tensor | None = None, key_positions: Tensor | None = None
+    ) -> Tensor:
+        """Bias families: the float ``(R or 1, heads, n_query, n_key)`` bias added to the attention logits;
+        positions ``(R or 1, n_query)`` and ``(R or 1, n_key)``, or ``None`` for the ordinary ones (queries the
+        last ``n_query`` of ``0..n_key-1``)."""
         raise NotImplementedError(f"{type(self).__name__} acts on '{self.acts_on}', not on attention logits")
 
     def snapshot(self) -> Tensor | None:
@@ -119,8 +137,18 @@ class AbsoluteTable(PositionalEncoding):
             )
         return self.table[:, :length]
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.rows(x.shape[-2]).unsqueeze(1).to(x.dtype)
+    def rows_at(self, positions: Tensor) -> Tensor:
+        """The rows at integer ``positions`` ``(R or 1, length)``: ``(R or 1, length, d_model)``. Positions must
+        lie in the table (a wrapper that draws them checks its range against ``max_positions`` in its config)."""
+        if positions.is_floating_point():
+            raise ValueError(f"encoding={self.option} has one row per integer position; got float positions")
+        n = max(len(self.table), len(positions))
+        index = positions.long().expand(n, -1)[..., None].expand(-1, -1, self.table.shape[-1])
+        return self.table.expand(n, -1, -1).gather(1, index)
+
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        rows = self.rows(x.shape[-2]) if positions is None else self.rows_at(positions)
+        return x + rows.unsqueeze(1).to(x.dtype)
 
     def snapshot(self) -> Tensor:
         return self.table[:, : self.max_positions].detach().cpu().clone()
@@ -165,15 +193,20 @@ class LearnedAbsolute(AbsoluteTable):
         self.table = nn.Parameter((torch.randn(max_positions, d_model) * init_std).unsqueeze(0))
 
 
-def sinusoid_table(length: int, d_model: int, base: float = 10000.0) -> Tensor:
-    """``PE[pos, 2i] = sin(pos / base^(2i/d))``, ``PE[pos, 2i+1] = cos(pos / base^(2i/d))``, float32.
+def sinusoid(positions: Tensor, d_model: int, base: float = 10000.0) -> Tensor:
+    """``PE[pos, 2i] = sin(pos / base^(2i/d))``, ``PE[pos, 2i+1] = cos(pos / base^(2i/d))`` at any (integer or
+    float) ``positions`` ``(..., length)``: ``(..., length, d_model)`` float32.
 
     Computed in float64 so that long tables stay accurate. An odd ``d_model`` ends with a sine column.
     """
-    position = torch.arange(length, dtype=torch.float64)[:, None]
-    column = torch.arange(d_model)
-    angle = position / base ** ((2 * (column // 2)).double() / d_model)
+    column = torch.arange(d_model, device=positions.device)
+    angle = positions.double()[..., None] / base ** ((2 * (column // 2)).double() / d_model)
     return torch.where(column % 2 == 0, angle.sin(), angle.cos()).float()
+
+
+def sinusoid_table(length: int, d_model: int, base: float = 10000.0) -> Tensor:
+    """:func:`sinusoid` at positions ``0..length-1``: ``(length, d_model)``."""
+    return sinusoid(torch.arange(length), d_model, base)
 
 
 class Sinusoidal(AbsoluteTable):
@@ -215,6 +248,58 @@ class Sinusoidal(AbsoluteTable):
             self.table = grown.unsqueeze(0).to(self.table.device)
         return super().rows(length)
 
+    def rows_at(self, positions: Tensor) -> Tensor:
+        """The fixed sinusoid is computed at the positions themselves (any, integer or float); a learnable table
+        is indexed."""
+        return super().rows_at(positions) if self.learnable else sinusoid(positions, self.d_model, self.base)
+
+
+ROPE_SCALINGS = ("none", "linear", "ntk", "yarn")
+SCALING_LENGTHS = ("longer", "all")
+
+
+def rope_frequencies(
+    d_head: int, base: float, scaling: str = "none", factor: float = 1.0, length: int = 1, trained_length: int = 1
+) -> tuple[Tensor, float]:
+    """RoPE's frequencies ``theta_i``, float64 ``(d_head/2,)``, and the attention factor ``m`` that multiplies
+    queries and keys, for a forward pass over ``length`` positions of a model trained on ``trained_length``,
+    extended by ``factor = s`` with ``scaling``:
+
+    - ``none``: ``theta_i = base^(-2i/d)``, ``m = 1``;
+    - ``linear`` (position interpolation, Chen et al., "Extending Context Window of Large Language Models via
+      Positional Interpolation", 2023): ``theta_i / s`` (positions ``n -> n / s``);
+    - ``ntk`` (NTK-aware base scaling, bloc97 2023, in the "dynamic" form of HF transformers'
+      ``_compute_dynamic_ntk_parameters``): ``base' = base * (s * L / L_train - (s - 1))^(d / (d - 2))`` with
+      ``L = max(length, L_train)``, so ``base' = base`` at the training length;
+    - ``yarn`` (Peng et al., "YaRN: Efficient Context Window Extension of Large Language Models", 2023, Sec. 3.2-3.4,
+      as HF's ``_compute_yarn_parameters`` with ``beta_fast = 32``, ``beta_slow = 1``, truncation on):
+      ``theta_i = theta_i / s * (1 - g_i) + theta_i * g_i`` with the ramp ``g_i = 1 - clamp((i - lo) / (hi - lo),
+      0, 1)``, ``lo = floor(c(32))``, ``hi = ceil(c(1))`` (clipped to ``[0, d - 1]``), ``c(r) = d log(L_train /
+      (2 pi r)) / (2 log base)`` the dimension whose wavelength fits ``r`` times in ``L_train``; and the attention
+      temperature ``m = 0.1 ln s + 1`` on queries and keys (logits ``* m^2``, i.e. ``sqrt(1/t) = 0.1 ln s + 1``).
+    """
+    exponent = torch.arange(0, d_head, 2, dtype=torch.float64) / d_head
+    theta = base**-exponent
+    if scaling == "linear":
+        return theta / factor, 1.0
+    if scaling == "ntk":
+        seen = max(length, trained_length)
+        scaled_base = base * (factor * seen / trained_length - (factor - 1)) ** (d_head / (d_head - 2))
+        return scaled_base**-exponent, 1.0
+    if scaling == "yarn":
+
+        def correction(rotations: float) -> float:
+            return d_head * math.log(trained_length / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        low, high = max(math.floor(correction(32)), 0), min(math.ceil(correction(1)), d_head - 1)
+        if low == high:
+            high += 0.001
+        ramp = ((torch.arange(d_head // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
+        keep = 1 - ramp  # 1: the high-frequency dimensions, extrapolated as trained
+        attention = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+        return theta / factor * (1 - keep) + theta * keep, attention
+    return theta, 1.0
+
 
 class RoPE(PositionalEncoding):
     """Rotary position embedding of Su et al., "RoFormer: Enhanced Transformer with Rotary Position
@@ -229,20 +314,30 @@ class RoPE(PositionalEncoding):
 
     The whole head dimension is rotated. Rotations preserve norms, and ``R_m q . R_n k = q . R_{n-m} k``
     depends only on ``n - m``. Any length is served (the angle cache grows on demand).
+
+    Beyond the training length: ``scaling`` (``none``, ``linear``, ``ntk``, ``yarn``; see :func:`rope_frequencies`)
+    with ``scaling_factor`` changes the frequencies (and for YaRN scales queries and keys) of the forward passes
+    that ``scaling_lengths`` names: ``longer``, evaluation passes longer than the training length; ``all``, every
+    pass, training included (as when fine-tuning with position interpolation). The training length is the
+    persistent buffer ``trained_length``: the longest sequence a training pass rotated, kept by checkpoints
+    (0 before any training: then ``longer`` scales nothing).
     """
 
     acts_on = "rotary"
+    option: ClassVar[str] = "rope"
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
         """``n_heads`` dividing ``d_model`` into an even head width (pairs are rotated), ``max_positions`` >= 1,
-        ``base`` > 1, and the ``max_positions x d_head/2`` angle cache in memory."""
+        ``base`` > 1, and the ``max_positions x d_head/2`` angle cache in memory; a known ``scaling`` and
+        ``scaling_lengths``, ``scaling_factor`` >= 1 (and a head width > 2 for ``ntk``, whose exponent is
+        ``d/(d-2)``)."""
         require_int("encoding.d_model", encoding.d_model, 1)
         require_int("encoding.n_heads", encoding.n_heads, 1)
         d_model, n_heads = encoding.d_model, encoding.n_heads
         if d_model % n_heads or (d_model // n_heads) % 2:
             raise ConfigError(
-                f"encoding=rope rotates pairs of dimensions: the head width model.d_model/model.n_heads="
+                f"encoding={cls.option} rotates pairs of dimensions: the head width model.d_model/model.n_heads="
                 f"{d_model}/{n_heads} must be a whole, even number"
             )
         require_int("encoding.max_positions", encoding.max_positions, 1)
@@ -250,20 +345,41 @@ class RoPE(PositionalEncoding):
         require_parameters(
             f"encoding.max_positions={encoding.max_positions}", encoding.max_positions * d_model // n_heads / 8
         )
+        if "scaling" in encoding:
+            require_choice("encoding.scaling", encoding.scaling, ROPE_SCALINGS)
+            require_choice("encoding.scaling_lengths", encoding.scaling_lengths, SCALING_LENGTHS)
+            require_number(
+                "encoding.scaling_factor", encoding.scaling_factor, low=1, allowed="a finite number >= 1",
+                inclusive=True,
+            )  # fmt: skip
+            if encoding.scaling == "ntk" and d_model // n_heads <= 2:
+                raise ConfigError(
+                    f"encoding.scaling=ntk raises the base to the power d/(d-2): the head width "
+                    f"model.d_model/model.n_heads={d_model}/{n_heads} must be > 2"
+                )
 
     def __init__(
-        self, d_model: int, n_heads: int, max_positions: int = DEFAULT_POSITIONS, base: float = 10000.0
+        self,
+        d_model: int,
+        n_heads: int,
+        max_positions: int = DEFAULT_POSITIONS,
+        base: float = 10000.0,
+        scaling: str = "none",
+        scaling_factor: float = 1.0,
+        scaling_lengths: str = "longer",
     ) -> None:
         super().__init__()
         d_head = d_model // n_heads
         if d_model % n_heads or d_head % 2:
             raise ValueError(
-                f"encoding=rope rotates pairs of the head dimension model.d_model/model.n_heads="
+                f"encoding={self.option} rotates pairs of the head dimension model.d_model/model.n_heads="
                 f"{d_model}/{n_heads}; expected n_heads to divide d_model into an even head dimension"
             )
         self.max_positions, self.d_head, self.base = max_positions, d_head, base
+        self.scaling, self.scaling_factor, self.scaling_lengths = scaling, scaling_factor, scaling_lengths
         self.register_buffer("frequencies", self._frequencies(None).float(), persistent=False)
         self.register_buffer("angles", self._angles(max_positions, None), persistent=False)
+        self.register_buffer("trained_length", torch.zeros((), dtype=torch.long))
 
     def _frequencies(self, device: torch.device | None) -> Tensor:
         """``theta_i = base^(-2i/d)``, float64."""
@@ -281,19 +397,50 @@ class RoPE(PositionalEncoding):
             self.angles = self._angles(max(length, 2 * len(self.angles)), self.angles.device)
         return self.angles[:length]
 
-    def _rotate_pairs(self, x: Tensor) -> Tensor:
-        """Each pair ``(x_2i, x_2i+1)`` as the complex number ``x_2i + i x_2i+1``, times ``e^(i m theta_i)``:
-        the rotation of the docstring in one multiplication (float32 or float64; others via float32)."""
+    def scaled(self, length: int) -> tuple[Tensor, float] | None:
+        """The scaled frequencies and attention factor (:func:`rope_frequencies`) for a pass over ``length``
+        positions, or ``None`` when this pass is not scaled. Training passes record their length first."""
+        if self.training:
+            self.trained_length.clamp_(min=length)
+        if self.scaling == "none":
+            return None
+        if self.scaling_lengths == "longer":
+            trained = int(self.trained_length)  # evaluation with scaling only: one host read per layer
+            if self.training or trained == 0 or length <= trained:
+                return None
+        trained = max(int(self.trained_length), 1)
+        return rope_frequencies(self.d_head, self.base, self.scaling, self.scaling_factor, length, trained)
+
+    def rotation(self, length: int, positions: Tensor | None, device: torch.device) -> tuple[Tensor, float]:
+        """The angles ``n * theta_i`` of this pass, ``(length, d/2)`` for the ordinary positions (the cache, when
+        unscaled) or ``(R or 1, length, d/2)`` for explicit ones, float32, and the attention factor."""
+        scaled = self.scaled(length)
+        if scaled is None and positions is None:
+            return self.angles_for(length), 1.0
+        theta, attention = scaled if scaled is not None else (self._frequencies(device), 1.0)
+        where = torch.arange(length, device=device) if positions is None else positions
+        return (where.double()[..., None] * theta.to(device)).float(), attention
+
+    def _rotate_pairs(self, x: Tensor, angles: Tensor, scale: Tensor | float = 1.0) -> Tensor:
+        # ``scale``: a number, or a tensor of ``angles``' shape (xPos's per-position, per-pair scale).
+        """Each pair ``(x_2i, x_2i+1)`` as the complex number ``x_2i + i x_2i+1``, times ``scale * e^(i n theta_i)``:
+        the rotation of the docstring in one multiplication (float32 or float64; others via float32). ``angles``
+        ``(length, d/2)``, or ``(R or 1, length, d/2)`` for ``x`` ``(R, batch, heads, length, d)``."""
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         pairs = work.reshape(*x.shape[:-1], -1, 2)
         if pairs.storage_offset() % 2 or any(stride % 2 for stride in pairs.stride()[:-1]) or pairs.stride(-1) != 1:
             pairs = pairs.contiguous()  # view_as_complex needs whole, aligned pairs
-        angles = self.angles_for(x.shape[-2]).to(work.dtype)
-        rotation = torch.polar(torch.ones_like(angles), angles)
+        angles = angles.to(work.dtype)
+        magnitude = scale * torch.ones_like(angles) if isinstance(scale, float) else scale.to(work.dtype)
+        if angles.ndim == 3:
+            shape = (len(angles), *([1] * (x.ndim - 3)), *angles.shape[1:])
+            angles, magnitude = angles.view(shape), magnitude.view(len(magnitude), *shape[1:])
+        rotation = torch.polar(magnitude, angles)
         return torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2).to(x.dtype)
 
-    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        return self._rotate_pairs(q), self._rotate_pairs(k)
+    def rotate(self, q: Tensor, k: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        angles, attention = self.rotation(q.shape[-2], positions, q.device)
+        return self._rotate_pairs(q, angles, attention), self._rotate_pairs(k, angles, attention)
 
     def snapshot_histograms(self, replica: int = 0) -> dict[str, Tensor]:
         """``log10_frequency``: ``log10 theta_i``, evenly spread over ``[-4 (d-2)/d, 0]``."""
@@ -329,6 +476,25 @@ class BiasEncoding(PositionalEncoding):
         query = torch.arange(n_key - n_query, n_key, device=device)
         key = torch.arange(n_key, device=device)
         return query[:, None] - key[None, :]
+
+    def distances(
+        self,
+        n_query: int,
+        n_key: int,
+        query_positions: Tensor | None,
+        key_positions: Tensor | None,
+        device: torch.device,
+    ) -> Tensor | None:
+        """``i - j`` between explicit positions, ``(R or 1, n_query, n_key)`` (integer or float, as the positions),
+        or ``None`` when both are the ordinary ones (the families then use their cache). A missing side is the
+        ordinary one (queries the last ``n_query`` of ``0..n_key-1``)."""
+        if query_positions is None and key_positions is None:
+            return None
+        if key_positions is None:
+            key_positions = torch.arange(n_key, device=device)[None]
+        if query_positions is None:
+            query_positions = torch.arange(n_key - n_query, n_key, device=device)[None]
+        return query_positions[:, :, None] - key_positions[:, None, :]
 
     @torch.no_grad()
     def snapshot_maps(self, n_positions: int, replica: int = 0) -> dict[str, np.ndarray]:
@@ -382,8 +548,14 @@ class ALiBi(BiasEncoding):
 
         return self.per_shape(n_query, n_key, self.slopes.device, build)
 
-    def attention_bias(self, n_query: int, n_key: int) -> Tensor:
-        return (-self.slopes * self.distance(n_query, n_key)).unsqueeze(0)
+    def attention_bias(
+        self, n_query: int, n_key: int, query_positions: Tensor | None = None, key_positions: Tensor | None = None
+    ) -> Tensor:
+        distance = self.distances(n_query, n_key, query_positions, key_positions, self.slopes.device)
+        if distance is None:
+            return (-self.slopes * self.distance(n_query, n_key)).unsqueeze(0)
+        distance = (distance.clamp(min=0) if self.causal else distance.abs()).to(self.slopes.dtype)
+        return -self.slopes * distance.unsqueeze(1)
 
 
 def t5_bucket(relative_position: Tensor, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128) -> Tensor:
@@ -471,9 +643,18 @@ class T5Bias(BiasEncoding):
 
         return self.per_shape(n_query, n_key, device, build)
 
-    def attention_bias(self, n_query: int, n_key: int) -> Tensor:
+    def attention_bias(
+        self, n_query: int, n_key: int, query_positions: Tensor | None = None, key_positions: Tensor | None = None
+    ) -> Tensor:
         # Index the transposed (R, heads, buckets) table: the result is (R, heads, n_query, n_key), contiguous.
-        return self.relative_bias.transpose(1, 2)[:, :, self.buckets(n_query, n_key)]
+        table = self.relative_bias.transpose(1, 2)
+        distance = self.distances(n_query, n_key, query_positions, key_positions, table.device)
+        if distance is None:
+            return table[:, :, self.buckets(n_query, n_key)]
+        buckets = t5_bucket(-distance.round().long(), not self.causal, self.num_buckets, self.max_distance)
+        n = max(len(table), len(buckets))
+        index = buckets.expand(n, -1, -1).reshape(n, 1, -1).expand(-1, self.n_heads, -1)
+        return table.expand(n, -1, -1).gather(2, index).view(n, self.n_heads, n_query, n_key)
 
     snapshot_rows = "bucket"
 

@@ -7,7 +7,9 @@ batches from the same seed. Warm-up steps are excluded; the encodings take turns
 a slow phase of a shared machine hits them all, and the median over repeats is reported.
 
 ``throughput = batch * length * steps / seconds`` (tokens per second); ``ratio = throughput /
-throughput(none)``. For the bias families (ALiBi, T5) it also times the same model with the attention
+throughput(none)``. ``randomized`` is the default wrapper (RoPE at positions drawn per step, as trained); RoPE's
+``scaling`` acts only on evaluation passes past the training length, so it costs nothing here. For the bias
+families (ALiBi, T5, KERPLE, FIRE) it also times the same model with the attention
 written out by hand (``S = QK^T / sqrt(d) + B``, explicit masked softmax, ``A V``; ``use_sdpa = False``):
 the floor that passing the bias to ``scaled_dot_product_attention`` as its float mask must at least match.
 The last line is a JSON object.
@@ -27,8 +29,8 @@ from omegaconf import OmegaConf
 from posenc_exp.config import compose_train
 from posenc_exp.module import PosEncModule
 
-ENCODINGS = ("none", "learned", "sinusoidal", "rope", "alibi", "t5")
-BIAS_FAMILIES = ("alibi", "t5")
+ENCODINGS = ("none", "learned", "sinusoidal", "rope", "alibi", "t5", "xpos", "kerple", "fire", "cope", "randomized")
+BIAS_FAMILIES = ("alibi", "t5", "kerple", "fire")
 
 
 def build_module(encoding: str, args: argparse.Namespace) -> PosEncModule:

@@ -15,7 +15,10 @@ al. 2017, Sec. 3.5), while ``V = X W_v`` still reads the content: ``A`` no longe
 residual, MLP and norm each layer is linear in ``X`` (plus the bias terms of ``W_v`` and ``W_o``).
 
 Rotary encodings rotate ``Q`` and ``K`` of every layer before ``S``; input encodings are added to the
-embedded input once; bias encodings give ``B`` (one module shared by all layers, computed once per forward).
+embedded input once; bias encodings give ``B`` (one module shared by all layers, computed once per forward);
+contextual encodings (CoPE) give each layer its own ``B`` from that layer's ``Q`` and ``K``. The positions of a
+forward pass are the encoding's (``encoding.positions(L, device)``, asked once per forward and handed to every
+hook; ``None`` for the ordinary ``0..L-1``).
 
 The softmax-off normalisation divides each row by the number of keys it attends to (``L``, or ``i + 1``
 when causal), so that the output scale does not grow with the sequence length; the map stays a cubic
@@ -130,6 +133,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.n_heads, self.softmax, self.causal, self.position_only = n_heads, softmax, causal, position_only
         self.use_sdpa = True
+        self.layer = 0  # this layer's index in the stack (contextual encodings keep parameters per layer)
         self.qkv = Linear(d_model, 3 * d_model)
         self.out = Linear(d_model, d_model)
 
@@ -140,11 +144,13 @@ class SelfAttention(nn.Module):
         bias: Tensor | None,
         return_attention: bool = False,
         sdpa_mask: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x``: ``(R, B, L, d_model)`` -> ``(Attn(x), A or None)``; ``A`` only when ``return_attention``.
 
         ``bias``: ``(R or 1, H, L, L)``. ``sdpa_mask``: :func:`make_sdpa_mask` of ``bias``, when the caller has
-        built it once for every layer.
+        built it once for every layer. ``positions``: the encoding's positions of this pass, for rotary ones.
+        A contextual encoding's bias ``(R, B, H, L, L)`` is computed here, from this layer's queries and keys.
         """
         replicas, batch, length, d_model = x.shape
         heads_of = lambda t: t.view(replicas, batch, length, 3, self.n_heads, -1).permute(3, 0, 1, 4, 2, 5)  # noqa: E731
@@ -152,18 +158,24 @@ class SelfAttention(nn.Module):
         if self.position_only:
             positions = sinusoid_table(length, d_model).to(x).expand(replicas, batch, length, d_model)
             q, k, _ = heads_of(self.qkv(positions))
-        if encoding.acts_on == "rotary":
-            q, k = encoding.rotate(q, k)
+        if encoding.acts_on == "rotary":  # an encoding written before explicit positions still serves 0..L-1
+            q, k = encoding.rotate(q, k) if positions is None else encoding.rotate(q, k, positions)
+        per_example = None  # a contextual encoding's bias, (R, B, H, L, L)
+        if encoding.acts_on == "contextual":
+            per_example = encoding.contextual_bias(q, k, self.layer, self.causal)
         weights = None
         if self.softmax and self.use_sdpa and not return_attention:
-            if bias is not None and sdpa_mask is None:
+            if per_example is not None:
+                sdpa_mask = make_sdpa_mask(per_example.flatten(0, 1), self.causal, 1)
+            elif bias is not None and sdpa_mask is None:
                 sdpa_mask = make_sdpa_mask(bias, self.causal, batch)
             q, k, v = q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)  # the replica axis folded into the batch
             heads = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=sdpa_mask, is_causal=self.causal and sdpa_mask is None
             ).view(replicas, batch, self.n_heads, length, -1)
         else:
-            weights = attention_matrix(q, k, None if bias is None else bias.unsqueeze(1), self.causal, self.softmax)
+            full = per_example if per_example is not None else None if bias is None else bias.unsqueeze(1)
+            weights = attention_matrix(q, k, full, self.causal, self.softmax)
             heads = weights @ v
         return self.out(heads.transpose(2, 3).reshape(replicas, batch, length, d_model)), weights
 
@@ -210,12 +222,13 @@ class Block(nn.Module):
         bias: Tensor | None,
         return_attention: bool = False,
         sdpa_mask: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         weights = None
 
         def attend(h: Tensor) -> Tensor:
             nonlocal weights
-            out, weights = self.attention(h, encoding, bias, return_attention, sdpa_mask)
+            out, weights = self.attention(h, encoding, bias, return_attention, sdpa_mask, positions)
             return out
 
         x = self._wrap(0, x, attend)
@@ -255,6 +268,8 @@ class AttentionStack(nn.Module):
             Block(d_model, n_heads, softmax, residual, norm, mlp, causal, mlp_ratio, position_only)
             for _ in range(depth)
         )
+        for index, block in enumerate(self.blocks):
+            block.attention.layer = index
         self.final_norm = LayerNorm(d_model) if norm == "pre" else nn.Identity()
         self.readout = Linear(d_model, 1 if vocab_size is None else vocab_size)
 
@@ -277,22 +292,32 @@ class AttentionStack(nn.Module):
         keys = f"model.d_model={d} model.depth={model.depth} model.mlp_ratio={model.mlp_ratio} model.vocab_size={vocab}"
         require_parameters(keys, model.depth * layer + ends)
 
-    def embed_input(self, x: Tensor) -> Tensor:
-        """Scalars or token ids ``(R or 1, B, L)`` -> ``(R, B, L, d_model)``, with an input encoding added."""
+    def embed_input(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Scalars or token ids ``(R or 1, B, L)`` -> ``(R, B, L, d_model)``, with an input encoding added at
+        ``positions`` (``(R or 1, L)``, or ``None`` for ``0..L-1``)."""
         h = self.embed(x.unsqueeze(-1)) if self.vocab_size is None else self.embed(x)
-        return self.encoding(h) if self.encoding.acts_on == "input" else h
+        if self.encoding.acts_on != "input":
+            return h
+        return self.encoding(h) if positions is None else self.encoding(h, positions)
 
-    def layers(self, h: Tensor, return_internals: bool = False) -> tuple[Tensor, Internals | None]:
-        """The ``depth`` blocks over an embedded input ``h`` ``(R, B, L, d_model)``, without final norm or read-out.
+    def layers(
+        self, h: Tensor, return_internals: bool = False, positions: Tensor | None = None
+    ) -> tuple[Tensor, Internals | None]:
+        """The ``depth`` blocks over an embedded input ``h`` ``(R, B, L, d_model)``, without final norm or read-out,
+        at ``positions`` (``(R or 1, L)``, or ``None`` for ``0..L-1``).
 
         A bias encoding's bias (and its SDPA mask) is computed once and shared by every layer.
         """
         batch, length = h.shape[1:3]
-        bias = self.encoding.attention_bias(length, length) if self.encoding.acts_on == "bias" else None
+        bias = None
+        if self.encoding.acts_on == "bias" and positions is None:  # (the hook of an encoding written before
+            bias = self.encoding.attention_bias(length, length)  # explicit positions still serves 0..L-1)
+        elif self.encoding.acts_on == "bias":
+            bias = self.encoding.attention_bias(length, length, positions, positions)
         sdpa_mask = make_sdpa_mask(bias, self.causal, batch) if bias is not None else None
         internals = Internals(inputs=h, layers=[], attention=[]) if return_internals else None
         for block in self.blocks:
-            h, weights = block(h, self.encoding, bias, return_internals, sdpa_mask)
+            h, weights = block(h, self.encoding, bias, return_internals, sdpa_mask, positions)
             if internals is not None:
                 internals.layers.append(h)
                 internals.attention.append(weights)
@@ -301,10 +326,12 @@ class AttentionStack(nn.Module):
     def forward(self, x: Tensor, return_internals: bool = False) -> Tensor | tuple[Tensor, Internals]:
         """``x`` ``(R or 1, B, L)`` -> ``(R, B)`` (regression) or ``(R, B, L, vocab_size)`` (tokens).
 
+        The encoding's positions of this pass are asked once (``encoding.positions``) and handed to every hook.
         With ``return_internals=True`` also an :class:`Internals`; attention matrices are then computed
         explicitly (the hand-written path), which is slower and meant for diagnostics only.
         """
-        h, internals = self.layers(self.embed_input(x), return_internals)
+        positions = self.encoding.positions(x.shape[2], x.device)
+        h, internals = self.layers(self.embed_input(x, positions), return_internals, positions)
         h = self.final_norm(h)
         out = self.readout(h[:, :, -1]).squeeze(-1) if self.vocab_size is None else self.readout(h)
         return (out, internals) if internals is not None else out

@@ -44,7 +44,10 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(R or 1, batch, length)`` -> ``(R, batch)``."""
-        x = self.encoding(x.unsqueeze(-1)).squeeze(-1)
+        positions = self.encoding.positions(x.shape[-1], x.device)  # (R or 1, length), or None for 0..length-1
+        x = (
+            self.encoding(x.unsqueeze(-1)) if positions is None else self.encoding(x.unsqueeze(-1), positions)
+        ).squeeze(-1)
         return torch.tanh(self.out(torch.relu(self.hidden(x)))).squeeze(-1)
 
     @torch.no_grad()

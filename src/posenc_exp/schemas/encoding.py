@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -36,6 +37,9 @@ class RoPE:
     n_heads: int = MISSING
     max_positions: int = MISSING
     base: float = MISSING
+    scaling: str = MISSING
+    scaling_factor: float = MISSING
+    scaling_lengths: str = MISSING
 
 
 @dataclass
@@ -57,4 +61,69 @@ class T5:
     max_positions: int = MISSING
 
 
-SCHEMAS = {"none": NoPE, "learned": Learned, "sinusoidal": Sinusoidal, "rope": RoPE, "alibi": ALiBi, "t5": T5}
+@dataclass
+class XPos:
+    _target_: str = MISSING
+    d_model: int = MISSING
+    n_heads: int = MISSING
+    max_positions: int = MISSING
+    base: float = MISSING
+    scale_base: float = MISSING
+    gamma: float = MISSING
+
+
+@dataclass
+class KERPLE:
+    _target_: str = MISSING
+    n_heads: int = MISSING
+    causal: bool = MISSING
+    eps: float = MISSING
+    max_positions: int = MISSING
+
+
+@dataclass
+class FIRE:
+    _target_: str = MISSING
+    n_heads: int = MISSING
+    causal: bool = MISSING
+    mlp_width: int = MISSING
+    init_c: float = MISSING
+    init_threshold: float = MISSING
+    eps: float = MISSING
+    max_positions: int = MISSING
+
+
+@dataclass
+class CoPE:
+    _target_: str = MISSING
+    d_model: int = MISSING
+    n_heads: int = MISSING
+    depth: int = MISSING
+    causal: bool = MISSING
+    num_embeddings: int = MISSING
+
+
+@dataclass
+class Randomized:
+    """The wrapped option's node (``base``) is typed by that option's own schema (composed from its YAML)."""
+
+    _target_: str = MISSING
+    base: Any = MISSING
+    max_positions: int = MISSING
+    position_range: Optional[int] = MISSING  # noqa: UP045 - OmegaConf 2.3 reads typing.Optional, not X | None
+    eval_positions: str = MISSING
+
+
+SCHEMAS = {
+    "none": NoPE,
+    "learned": Learned,
+    "sinusoidal": Sinusoidal,
+    "rope": RoPE,
+    "alibi": ALiBi,
+    "t5": T5,
+    "xpos": XPos,
+    "kerple": KERPLE,
+    "fire": FIRE,
+    "cope": CoPE,
+    "randomized": Randomized,
+}
