@@ -248,3 +248,7 @@ def test_replicas_equal_their_single_runs(tmp_path: Path) -> None:
     header, row = [c.strip() for c in table[0].split("|")], [c.strip() for c in table[2].split("|")]
     assert row[header.index("seeds")] == "2" and row[header.index("best")] == f"{max(scores):.4g}"
     assert row[header.index("score")].startswith(f"{sum(scores) / 2:.4g} ± ")
+    # --scores: one column per task, "mean (best) [at 1x]" in percent.
+    compact = run_cli(str(tmp_path / "replicas"), "--scores", module="posenc_exp.analysis.tables").stdout.splitlines()
+    assert compact[0] == "| encoding | stack_manipulation |"
+    assert compact[2].startswith(f"| the config's | {100 * sum(scores) / 2:.1f} ({100 * max(scores):.1f}) [")
