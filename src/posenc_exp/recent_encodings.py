@@ -290,7 +290,8 @@ class Randomized(PositionalEncoding):
     takes positions) used at positions drawn per batch::
 
         training:   positions = sort(a uniform random subset of L of {0, ..., M-1}),    M = position_range
-        evaluation: positions = 0..L-1 (eval_positions=ordinary), or drawn as in training (eval_positions=random)
+        evaluation: positions = 0..L-1 (eval_positions=ordinary), or drawn as in training (eval_positions=random:
+                    what the paper's code does, drawing at every call, test batches included)
 
     so that the positions a model sees in training already span the range of the longer evaluation sequences.
     The draw is a counter-based hash of ``(replica key, step, position)`` (:func:`_mix32`), no global RNG and no
