@@ -36,20 +36,34 @@ COMPONENT_GROUPS = ("data", "model", "encoding", "optimizer", "trainer", "logger
 
 def check_components(cfg: DictConfig) -> None:
     """Each component checks its own ranges, on its resolved config node: the ``check_config(config)``
-    classmethod of the node's schema where it has one (the torch and Lightning classes, which cannot check
-    themselves), else of the class its ``_target_`` names (``posenc_exp``'s own components). So a new
-    option brings its own checks and nothing here grows with the options; one without ``check_config`` is
-    not range-checked (its types still are, where it has a schema)."""
+    classmethod of its spec (:func:`spec_of`), so a new option brings its own checks and nothing here grows
+    with the options; one without ``check_config`` is not range-checked (its types still are, where it has
+    a schema)."""
     nodes = [("", cfg), *((g, cfg[g]) for g in COMPONENT_GROUPS if isinstance(cfg.get(g), DictConfig))]
     callbacks = cfg.get("callbacks") or {}
     nodes += [(f"callbacks.{name}", node) for name, node in callbacks.items() if isinstance(node, DictConfig)]
     for key, node in nodes:
-        component = target_class(node, key) if "_target_" in node else None
-        checker = OmegaConf.get_type(node)
-        if not hasattr(checker, "check_config"):
-            checker = component
-        if hasattr(checker, "check_config"):
-            checker.check_config(node, key) if key.startswith("callbacks.") else checker.check_config(node)
+        spec = spec_of(node, key) if "_target_" in node else OmegaConf.get_type(node)
+        if hasattr(spec, "check_config"):
+            spec.check_config(node, key) if key.startswith("callbacks.") else spec.check_config(node)
+
+
+def spec_of(node: DictConfig, key: str, needs: str = "check_config") -> type:
+    """What the checks read about the component of config ``node`` (at ``key``): its ``check_config`` and
+    the class attributes the relations between components need (``needs``: a task's ``task``, an encoding's
+    ``acts_on``). Torch-free where it can be: the spec a schema module lists for the target
+    (``posenc_exp.schemas.spec``), else the node's own schema if it has ``needs``. Only a component without
+    one (an extension on ``hydra.searchpath``, docs/extending.md, or a class that still carries its own
+    ``check_config``) is imported, and its class is the spec."""
+    from posenc_exp.schemas import is_schema, spec
+
+    listed = spec(str(node._target_))
+    if listed is not None:
+        return listed
+    schema = OmegaConf.get_type(node)
+    if schema is not None and is_schema(schema) and hasattr(schema, needs):
+        return schema
+    return target_class(node, key)
 
 
 def _option(cfg: DictConfig, group: str) -> str:
@@ -154,10 +168,12 @@ def check_combination(cfg: DictConfig) -> None:
 
 def check_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer (``trainer.accelerator=gpu``/``cuda``, e.g. ``trainer=ddp``) needs a visible CUDA device."""
-    import torch
-
     accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="cpu")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch  # only for the keys that need it: --help and the other errors need no torch
+
+    if not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible: "
             "use trainer.accelerator=cpu, or trainer=ddp_cpu for distributed training on CPU"
