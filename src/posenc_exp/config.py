@@ -99,27 +99,26 @@ def target_class(node: DictConfig, key: str) -> type:
 
 def check_compatibility(cfg: DictConfig) -> None:
     """Kinds of model, task and encoding that cannot work together, each as one :class:`ConfigError` line,
-    checked before any value: the feed-forward model reads a fixed window of scalars through input-added
-    encodings only; token tasks are trained with teacher forcing and need a causal model."""
-    from posenc_exp.models import FeedForward
-
+    checked before any value: the feed-forward model (its spec's ``fixed_window``) reads a fixed window of
+    scalars through input-added encodings only; token tasks are trained with teacher forcing and need a
+    causal model. Read from the components' specs (:func:`spec_of`)."""
     if "data" not in cfg or "model" not in cfg:
         return
-    task, model = target_class(cfg.data, "data"), target_class(cfg.model, "model")
-    encoding = target_class(cfg.encoding, "encoding") if cfg.get("encoding") else None
+    task = getattr(spec_of(cfg.data, "data", "task"), "task", None)
     model_name, data_name = _option(cfg, "model"), _option(cfg, "data")
-    if issubclass(model, FeedForward):
-        if getattr(task, "task", None) != "regression":
+    if getattr(spec_of(cfg.model, "model", "fixed_window"), "fixed_window", False):
+        if task != "regression":
             raise ConfigError(
                 f"{model_name} reads windows of scalars and cannot serve the token task {data_name}: "
                 "use model=attention"
             )
-        if encoding is not None and getattr(encoding, "acts_on", "input") != "input":
+        acts_on = getattr(spec_of(cfg.encoding, "encoding", "acts_on"), "acts_on", "input")
+        if cfg.get("encoding") and acts_on != "input":
             raise ConfigError(
                 f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
-                f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
+                f"{_option(cfg, 'encoding')} acts on '{acts_on}': use model=attention"
             )
-    if getattr(task, "task", None) in ("tokens", "lm") and cfg.model.get("causal", False) is not True:
+    if task in ("tokens", "lm") and cfg.model.get("causal", False) is not True:
         raise ConfigError(
             f"{data_name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
         )
@@ -128,35 +127,30 @@ def check_compatibility(cfg: DictConfig) -> None:
 def check_combination(cfg: DictConfig) -> None:
     """Relations between the values of model, task and encoding that cannot work, each as one
     :class:`ConfigError` line: the feed-forward model reads exactly ``data.length`` values; a trained position
-    table must cover ``data.max_positions``, and ``data.max_positions`` the longest evaluation input. What one
-    component alone decides (e.g. that heads divide the width) is its own check (:func:`check_components`).
+    table (the encoding spec's ``trains_table``) must cover ``data.max_positions``, and ``data.max_positions``
+    the longest evaluation input (the task spec's ``longest_input``). What one component alone decides (e.g.
+    that heads divide the width) is its own check (:func:`check_components`).
     """
-    from posenc_exp.data.lengths import eval_lengths
-    from posenc_exp.encodings import AbsoluteTable, Sinusoidal
-    from posenc_exp.models import FeedForward
+    from posenc_exp.schemas.data import eval_lengths
 
     if "data" not in cfg or "model" not in cfg:
         return
-    task, model = target_class(cfg.data, "data"), target_class(cfg.model, "model")
-    encoding = target_class(cfg.encoding, "encoding") if cfg.get("encoding") else None
     data = cfg.data
     windows = eval_lengths(data.length, data.eval_factors) if "eval_factors" in data else [data.get("length")]
-    if issubclass(model, FeedForward) and windows != [data.get("length")]:
+    if getattr(spec_of(cfg.model, "model", "fixed_window"), "fixed_window", False) and windows != [data.length]:
         raise ConfigError(
             f"{_option(cfg, 'model')} reads exactly data.length={data.length} values and cannot be evaluated "
             f"at data.eval_factors={list(data.eval_factors)}: set data.eval_factors=[1.0] or use model=attention"
         )
-    trained_table = (
-        encoding is not None
-        and issubclass(encoding, AbsoluteTable)
-        and not (issubclass(encoding, Sinusoidal) and not cfg.encoding.get("learnable", False))
-    )
+    encoding = spec_of(cfg.encoding, "encoding", "trains_table") if cfg.get("encoding") else None
+    trained_table = encoding is not None and getattr(encoding, "trains_table", lambda _: False)(cfg.encoding)
     if trained_table and cfg.encoding.max_positions < data.max_positions:
         raise ConfigError(
             f"encoding.max_positions={cfg.encoding.max_positions} is shorter than "
             f"data.max_positions={data.max_positions}, the longest input evaluated: a trained table has no rows "
             "past its length; leave encoding.max_positions at ${data.max_positions}"
         )
+    task = spec_of(data, "data", "longest_input")
     if "eval_factors" in data and hasattr(task, "longest_input"):
         longest = task.longest_input(data.length, list(data.eval_factors))
         if data.max_positions < longest:

@@ -18,11 +18,7 @@ from torch import Tensor
 from posenc_exp.checks import is_number, require_int, require_memory
 from posenc_exp.data.base import ChunkedBatches, SyntheticDataModule
 from posenc_exp.errors import ConfigError
-
-
-def eval_lengths(length: int, factors: Sequence[float]) -> list[int]:
-    """``sorted({L} | {floor(f L + 1/2) for f in factors})``, each at least 1."""
-    return sorted({length, *(max(1, math.floor(f * length + 0.5)) for f in factors)})
+from posenc_exp.schemas.data import eval_lengths  # torch-free, for the config checks; exported here too
 
 
 class LengthGeneralizationTask(SyntheticDataModule):

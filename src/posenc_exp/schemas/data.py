@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
 from omegaconf import MISSING
+
+
+def eval_lengths(length: int, factors: Sequence[float]) -> list[int]:
+    """``sorted({L} | {floor(f L + 1/2) for f in factors})``, each at least 1: the lengths a task trained at
+    ``L`` (``data.length``) is evaluated at (``data.eval_factors``)."""
+    return sorted({length, *(max(1, math.floor(f * length + 0.5)) for f in factors)})
 
 
 @dataclass
