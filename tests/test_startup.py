@@ -46,7 +46,13 @@ def test_help_and_cfg_import_neither_torch_nor_lightning(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "hydra" in modules  # the profile is there
     assert not modules & set(HEAVY), f"{' '.join(args)} imported {sorted(modules & set(HEAVY))}"
-    assert ("Configuration groups" in result.stdout) if args == ["--help"] else ("_target_" in result.stdout)
+    if args == ["--help"]:  # the groups users choose from, with their options; not the schemas, not the bases
+        groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+        assert f"\ndata: {', '.join(options('data'))}\n" in groups and "\nencoding: " in groups
+        assert "schema" not in groups and "_tokens" not in groups
+        assert "_target_: posenc_exp.models.FeedForward" in result.stdout  # the composed config
+    else:
+        assert "_target_" in result.stdout
 
 
 # One of each kind of config error, each refused in one line before anything is built.

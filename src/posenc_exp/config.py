@@ -241,11 +241,30 @@ def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR)
         if not match or match[1].startswith("hydra") or not (config_dir / match[1]).is_dir():
             continue
         group, options = match[1], match[2]
-        files = [p for folder in (config_dir, *extra) for p in (folder / group).glob("*.yaml")]
-        allowed = sorted({p.stem for p in files if not p.stem.startswith("_")})
+        allowed = group_options(group, [config_dir, *extra])
         for option in options.split(","):
             if option != "null" and option not in allowed:
                 raise ConfigError(f"{group}={option} is not an option of '{group}': allowed {', '.join(allowed)}")
+
+
+def group_options(group: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> list[str]:
+    """The options of config group ``group`` (``conf/<group>/<option>.yaml``) in these config folders; files
+    whose names start with ``_`` are bases that options share (``conf/data/_tokens.yaml``), not options."""
+    files = [p for folder in folders for p in (Path(folder) / group).glob("*.yaml")]
+    return sorted({p.stem for p in files if not p.stem.startswith("_")})
+
+
+def config_groups(overrides: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Every config group users choose from (not Hydra's own ``hydra/...``) with its options, from ``conf/``
+    and the folders of a ``hydra.searchpath`` override: what ``--help`` lists."""
+    folders = [CONFIG_DIR, *(search_path(overrides) or [])]
+    groups = {
+        str(d.relative_to(folder))
+        for folder in folders
+        for d in folder.rglob("*")
+        if d.is_dir() and any(d.glob("*.yaml"))
+    }
+    return {g: group_options(g, folders) for g in sorted(groups) if g.split("/")[0] != "hydra"}
 
 
 def compose_train(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
