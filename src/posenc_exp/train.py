@@ -21,7 +21,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
-from posenc_exp.config import check_group_choices, check_output_dir, check_overrides, check_renamed, validate
+from posenc_exp.config import (
+    check_group_choices,
+    check_output_dir,
+    check_overrides,
+    check_renamed,
+    config_groups,
+    validate,
+)
 from posenc_exp.console import print_run_location, print_summary, quiet_third_party
 from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
@@ -343,8 +350,6 @@ def print_help(cfg: DictConfig, overrides: list[str]) -> None:
     composed with ``overrides``), without Hydra's own listing, which copies its whole config repository once for
     each of the 141 groups it walks (Hydra's and the schemas' included): about 1 s on the 2-core machine, more
     than the rest of the start-up. The groups are listed as users choose them: no ``schema/...``, no ``_`` bases."""
-    from posenc_exp.config import config_groups
-
     groups = "\n".join(f"{group}: {', '.join(options)}" for group, options in config_groups(overrides).items())
     config = OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}, resolve=False)
     print(
