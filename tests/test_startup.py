@@ -72,6 +72,7 @@ ERRORS = {
     "renamed key": (["data.context_size=8"], "data.context_size was renamed to data.length"),
     "unknown option": (["encoding=kerple"], "encoding=kerple is not an option of 'encoding'"),
     "unknown key": (["model.n_hiden=8"], "model.n_hiden"),
+    "unknown class": (["optimizer._target_=abc"], "optimizer._target_=abc is not allowed"),
     "memory": (["model.n_hidden=1000000000000"], "GiB"),
 }
 
