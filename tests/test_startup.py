@@ -34,6 +34,7 @@ def run_profiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) ->
     return result, imported_modules(result.stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [["--help"], ["--cfg", "job"], ["--cfg", "hydra"], ["model=attention", "encoding=rope", "--cfg", "job"]],
@@ -77,6 +78,7 @@ ERRORS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_config_errors_are_one_line_without_torch_or_lightning(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
