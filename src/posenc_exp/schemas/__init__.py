@@ -4,11 +4,18 @@ Hydra merges an option's YAML onto its schema (the YAML names it first in its de
 ``- /schema/model/attention@_here_``), so OmegaConf itself refuses a value of the wrong type with the key
 named: a string or a float for an int, anything but a bool for a bool, ``null`` where a value is required.
 The YAML files stay where the values live and where users read them: every field here is ``MISSING``
-unless the option leaves it out. Ranges and relations are not here: each component checks its own
-(``check_config``; see ``posenc_exp.config.check_components``). An option without a schema (a user's YAML
-on ``hydra.searchpath``) composes untyped and its component's checks still apply.
+unless the option leaves it out.
 
-Torch-free on purpose: ``--help``, ``--cfg`` and type errors need Hydra and these, not torch or Lightning.
+Each schema also carries its component's range checks, ``check_config(config)`` (with the helpers of
+``posenc_exp.checks``), and what the relations between components read (a task's ``task`` and
+``longest_input``, an encoding's ``acts_on``): ``posenc_exp.config`` finds them through :func:`spec` or the
+node's schema (``posenc_exp.config.spec_of``). Where a component of this package needs them at run time
+too, its class inherits them from the same torch-free class here (one place per check). An option without
+a schema (a user's YAML on ``hydra.searchpath``) composes untyped, and the ``check_config`` of its class,
+imported, still applies.
+
+Torch-free on purpose: ``--help``, ``--cfg`` and every one-line config error need Hydra and these, not
+torch or Lightning.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 
 from posenc_exp.schemas import callbacks, data, encoding, logger, model, optimizer, train, trainer
 
+MODULES = (data, model, encoding, optimizer, trainer, callbacks, logger)
 GROUP = "schema"  # schemas live in conf groups schema/<group>, out of the way of the options users choose
 
 
@@ -24,10 +32,26 @@ def register(store: ConfigStore | None = None) -> None:
     """Store every schema as ``schema/<group>/<option>`` (callbacks: ``schema/callbacks/<callback>``), and
     ``conf/train.yaml``'s own as ``schema/train``."""
     store = store or ConfigStore.instance()
-    for module in (data, model, encoding, optimizer, trainer, callbacks, logger):
+    for module in MODULES:
         for option, node in module.SCHEMAS.items():
             store.store(group=f"{GROUP}/{module.__name__.rsplit('.', 1)[1]}", name=option, node=node)
     store.store(group=GROUP, name="train", node=train.Train)
+
+
+# The components whose spec is not (only) their option's schema: a schema that several targets share, whose
+# checks differ (data=recall's and data=copy's), or a target that a resolver looks up by its name alone
+# (``${posenc.max_positions:${._target_},...}``). ``<module>.TARGETS``: ``{"package.Class": spec}``.
+TARGETS: dict[str, type] = {t: s for module in MODULES for t, s in getattr(module, "TARGETS", {}).items()}
+
+
+def spec(target: str) -> type | None:
+    """The torch-free spec of the class ``target`` names, where a schema module lists it (``TARGETS``)."""
+    return TARGETS.get(target)
+
+
+def is_schema(cls: type) -> bool:
+    """Whether ``cls`` is one of these schemas (not, say, a user's dataclass)."""
+    return cls.__module__.startswith(f"{__name__}.")
 
 
 register()
