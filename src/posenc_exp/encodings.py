@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posenc_exp.checks import require_choice, require_int, require_number, require_parameters
-from posenc_exp.errors import ConfigError, LengthError
+from posenc_exp.errors import LengthError
 
 # Positions an encoding without a table of its own covers when no max_positions is given (snapshots, caches).
 DEFAULT_POSITIONS = 64
@@ -234,10 +233,6 @@ class Sinusoidal(AbsoluteTable):
         return super().rows_at(positions) if self.learnable else sinusoid(positions, self.d_model, self.base)
 
 
-ROPE_SCALINGS = ("none", "linear", "ntk", "yarn")
-SCALING_LENGTHS = ("longer", "all")
-
-
 def rope_frequencies(
     d_head: int, base: float, scaling: str = "none", factor: float = 1.0, length: int = 1, trained_length: int = 1
 ) -> tuple[Tensor, float]:
@@ -305,38 +300,6 @@ class RoPE(PositionalEncoding):
 
     acts_on = "rotary"
     option: ClassVar[str] = "rope"
-
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """``n_heads`` dividing ``d_model`` into an even head width (pairs are rotated), ``max_positions`` >= 1,
-        ``base`` > 1, and the ``max_positions x d_head/2`` angle cache in memory; a known ``scaling`` and
-        ``scaling_lengths``, ``scaling_factor`` >= 1 (and a head width > 2 for ``ntk``, whose exponent is
-        ``d/(d-2)``)."""
-        require_int("encoding.d_model", encoding.d_model, 1)
-        require_int("encoding.n_heads", encoding.n_heads, 1)
-        d_model, n_heads = encoding.d_model, encoding.n_heads
-        if d_model % n_heads or (d_model // n_heads) % 2:
-            raise ConfigError(
-                f"encoding={cls.option} rotates pairs of dimensions: the head width model.d_model/model.n_heads="
-                f"{d_model}/{n_heads} must be a whole, even number"
-            )
-        require_int("encoding.max_positions", encoding.max_positions, 1)
-        require_number("encoding.base", encoding.base, low=1, allowed="a finite number > 1")
-        require_parameters(
-            f"encoding.max_positions={encoding.max_positions}", encoding.max_positions * d_model // n_heads / 8
-        )
-        if "scaling" in encoding:
-            require_choice("encoding.scaling", encoding.scaling, ROPE_SCALINGS)
-            require_choice("encoding.scaling_lengths", encoding.scaling_lengths, SCALING_LENGTHS)
-            require_number(
-                "encoding.scaling_factor", encoding.scaling_factor, low=1, allowed="a finite number >= 1",
-                inclusive=True,
-            )  # fmt: skip
-            if encoding.scaling == "ntk" and d_model // n_heads <= 2:
-                raise ConfigError(
-                    f"encoding.scaling=ntk raises the base to the power d/(d-2): the head width "
-                    f"model.d_model/model.n_heads={d_model}/{n_heads} must be > 2"
-                )
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ from posenc_exp.checks import require_choice, require_int, require_memory, requi
 from posenc_exp.encodings import DEFAULT_POSITIONS, AbsoluteTable, BiasEncoding, NoPE, PositionalEncoding, RoPE
 from posenc_exp.errors import ConfigError, LengthError
 from posenc_exp.models.layers import Linear
+from posenc_exp.schemas.encoding import check_rotary
 
 
 def _check_bias(encoding: Any) -> None:
@@ -164,7 +165,7 @@ class XPos(RoPE):
     @classmethod
     def check_config(cls, encoding: Any) -> None:
         """RoPE's checks, ``scale_base`` finite > 0, ``gamma`` finite >= 0."""
-        super().check_config(encoding)
+        check_rotary(encoding, cls.option)
         require_number("encoding.scale_base", encoding.scale_base, low=0, allowed="a finite number > 0")
         require_number("encoding.gamma", encoding.gamma, low=0, allowed="a finite number >= 0", inclusive=True)
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Optional
 
 from omegaconf import MISSING
 
-from posenc_exp.checks import require_int, require_number, require_parameters
+from posenc_exp.checks import require_choice, require_int, require_number, require_parameters
 from posenc_exp.errors import ConfigError
 
 
@@ -78,8 +78,33 @@ class Sinusoidal(Encoding):
         return bool(encoding.get("learnable", False))
 
 
+ROPE_SCALINGS = ("none", "linear", "ntk", "yarn")  # encoding.scaling: RoPE's extension methods
+SCALING_LENGTHS = ("longer", "all")  # encoding.scaling_lengths
+
+
+def check_rotary(encoding: Any, option: str) -> None:
+    """What every rotary option (rope, xpos) checks: ``n_heads`` dividing ``d_model`` into an even head width
+    (pairs are rotated), ``max_positions`` >= 1, ``base`` > 1, and the ``max_positions x d_head/2`` angle cache
+    in memory."""
+    require_int("encoding.d_model", encoding.d_model, 1)
+    require_int("encoding.n_heads", encoding.n_heads, 1)
+    d_model, n_heads = encoding.d_model, encoding.n_heads
+    if d_model % n_heads or (d_model // n_heads) % 2:
+        raise ConfigError(
+            f"encoding={option} rotates pairs of dimensions: the head width model.d_model/model.n_heads="
+            f"{d_model}/{n_heads} must be a whole, even number"
+        )
+    require_int("encoding.max_positions", encoding.max_positions, 1)
+    require_number("encoding.base", encoding.base, low=1, allowed="a finite number > 1")
+    require_parameters(
+        f"encoding.max_positions={encoding.max_positions}", encoding.max_positions * d_model // n_heads / 8
+    )
+
+
 @dataclass
 class RoPE(Encoding):
+    """``posenc_exp.encodings.RoPE`` (Su et al. 2021), with its extension methods (``scaling``)."""
+
     acts_on: ClassVar[str] = "rotary"
 
     _target_: str = MISSING
@@ -93,21 +118,22 @@ class RoPE(Encoding):
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
-        """``n_heads`` dividing ``d_model`` into an even head width (pairs are rotated), ``max_positions`` >= 1,
-        ``base`` > 1, and the ``max_positions x d_head/2`` angle cache in memory."""
-        require_int("encoding.d_model", encoding.d_model, 1)
-        require_int("encoding.n_heads", encoding.n_heads, 1)
-        d_model, n_heads = encoding.d_model, encoding.n_heads
-        if d_model % n_heads or (d_model // n_heads) % 2:
-            raise ConfigError(
-                f"encoding=rope rotates pairs of dimensions: the head width model.d_model/model.n_heads="
-                f"{d_model}/{n_heads} must be a whole, even number"
-            )
-        require_int("encoding.max_positions", encoding.max_positions, 1)
-        require_number("encoding.base", encoding.base, low=1, allowed="a finite number > 1")
-        require_parameters(
-            f"encoding.max_positions={encoding.max_positions}", encoding.max_positions * d_model // n_heads / 8
+        """The rotary checks (:func:`check_rotary`); a known ``scaling`` and ``scaling_lengths``,
+        ``scaling_factor`` >= 1 (and a head width > 2 for ``ntk``, whose exponent is ``d/(d-2)``)."""
+        check_rotary(encoding, "rope")
+        if "scaling" not in encoding:  # a user's rope-like YAML without the scaling keys
+            return
+        require_choice("encoding.scaling", encoding.scaling, ROPE_SCALINGS)
+        require_choice("encoding.scaling_lengths", encoding.scaling_lengths, SCALING_LENGTHS)
+        require_number(
+            "encoding.scaling_factor", encoding.scaling_factor, low=1, allowed="a finite number >= 1", inclusive=True
         )
+        d_model, n_heads = encoding.d_model, encoding.n_heads
+        if encoding.scaling == "ntk" and d_model // n_heads <= 2:
+            raise ConfigError(
+                f"encoding.scaling=ntk raises the base to the power d/(d-2): the head width "
+                f"model.d_model/model.n_heads={d_model}/{n_heads} must be > 2"
+            )
 
 
 @dataclass
