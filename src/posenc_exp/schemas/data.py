@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Optional
 
 from omegaconf import MISSING
 
-from posenc_exp.checks import is_number, require_int, require_memory, require_number
+from posenc_exp.checks import is_number, require_choice, require_int, require_memory, require_number
 from posenc_exp.errors import ConfigError
 
 PAD, SEP, FIRST_SYMBOL = 0, 1, 2  # the token tasks' vocabulary: padding, separator, then the symbols
@@ -241,6 +241,167 @@ class TextSpec(LengthsSpec):
         require_memory(f"data.max_bytes={data.max_bytes}", 2 * 8 * data.max_bytes, "the training bytes")
 
 
+FORMATS = ("encoder", "causal")  # the Chomsky tasks' data.format
+
+
+class ChomskySpec(LengthsSpec):
+    """``posenc_exp.data.ChomskyTask``, the Chomsky-hierarchy tasks of Delétang et al., "Neural Networks and the
+    Chomsky Hierarchy", ICLR 2023: a fixed ``alphabet`` (``data.vocab_size = 2 + len(alphabet)``), the ``level``
+    of the hierarchy, and ``answer_length(n)`` answer tokens for ``n`` input tokens; both formats feed
+    ``input_length(n) = n + answer_length(n)`` positions."""
+
+    task: ClassVar[str] = "tokens"
+    alphabet: ClassVar[tuple[str, ...]] = ()
+    level: ClassVar[str] = ""
+
+    @staticmethod
+    def answer_length(n: int) -> int:
+        """Tokens of the answer to ``n`` input tokens."""
+        return 1
+
+    @classmethod
+    def input_length(cls, n: int) -> int:
+        """Both formats feed ``n + answer_length(n)`` positions (causal: ``n + 1 + A - 1``)."""
+        return n + cls.answer_length(n)
+
+    @classmethod
+    def check_config(cls, data: Any) -> None:
+        """The length-generalization checks, a known ``format``, and ``vocab_size`` exactly ``2 + len(alphabet)``."""
+        super().check_config(data)
+        require_choice("data.format", data.format, FORMATS)
+        vocab = FIRST_SYMBOL + len(cls.alphabet)
+        require_int("data.vocab_size", data.vocab_size, vocab, vocab, f"{vocab} (PAD, SEP and the task's symbols)")
+
+    @classmethod
+    def train_positions(cls, data: Any) -> int:
+        """One chunk of fresh mini-batches at the longest training length (nothing else is kept)."""
+        return min(data.n_train, data.chunk_steps * data.batch_size) * cls.input_length(data.length)
+
+    @classmethod
+    def check_causal(cls, data: Any, causal: Any, name: str) -> None:
+        """``data.format=causal`` (teacher forcing) needs ``model.causal=true``, ``encoder`` needs ``false``."""
+        if data.get("format") not in FORMATS:
+            require_choice("data.format", data.get("format"), FORMATS)
+        if data.format == "causal" and causal is not True:
+            raise ConfigError(
+                f"{name} with data.format=causal is trained with teacher forcing (the answer tokens are inputs) "
+                "and needs model.causal=true (or data.format=encoder with model.causal=false)"
+            )
+        if data.format == "encoder" and causal is not False:
+            raise ConfigError(
+                f"{name} with data.format=encoder reads the answer from output positions that attend to the whole "
+                "input and needs model.causal=false (or data.format=causal with model.causal=true)"
+            )
+
+
+class EvenPairsSpec(ChomskySpec):
+    """``posenc_exp.data.EvenPairs``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("a", "b", "0", "1")
+    level: ClassVar[str] = "regular"
+
+
+class ParitySpec(ChomskySpec):
+    """``posenc_exp.data.Parity``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1")
+    level: ClassVar[str] = "regular"
+
+
+class CycleNavigationSpec(ChomskySpec):
+    """``posenc_exp.data.CycleNavigation``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("left", "stay", "right", "0", "1", "2", "3", "4")
+    level: ClassVar[str] = "regular"
+
+
+class ModularArithmeticSpec(ChomskySpec):
+    """``posenc_exp.data.ModularArithmetic``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1", "2", "3", "4", "+", "-", "*")
+    level: ClassVar[str] = "regular"
+
+
+class ReverseStringSpec(ChomskySpec):
+    """``posenc_exp.data.ReverseString``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1")
+    level: ClassVar[str] = "context-free"
+
+    @staticmethod
+    def answer_length(n: int) -> int:
+        return n
+
+
+class StackManipulationSpec(ChomskySpec):
+    """``posenc_exp.data.StackManipulation``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1", "POP", "PUSH0", "PUSH1", "END")
+    level: ClassVar[str] = "context-free"
+
+    @staticmethod
+    def answer_length(n: int) -> int:
+        return n + 1
+
+
+class ModularArithmeticBracketsSpec(ChomskySpec):
+    """``posenc_exp.data.ModularArithmeticBrackets``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1", "2", "3", "4", "+", "-", "(", ")")
+    level: ClassVar[str] = "context-free"
+
+
+class DuplicateStringSpec(ChomskySpec):
+    """``posenc_exp.data.DuplicateString``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1")
+    level: ClassVar[str] = "context-sensitive"
+
+    @staticmethod
+    def answer_length(n: int) -> int:
+        return 2 * n
+
+
+class MissingDuplicateSpec(ChomskySpec):
+    """``posenc_exp.data.MissingDuplicate``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1", "MISSING", "EMPTY")
+    level: ClassVar[str] = "context-sensitive"
+
+
+class OddsFirstSpec(ChomskySpec):
+    """``posenc_exp.data.OddsFirst``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1")
+    level: ClassVar[str] = "context-sensitive"
+
+    @staticmethod
+    def answer_length(n: int) -> int:
+        return n
+
+
+class BinaryAdditionSpec(ChomskySpec):
+    """``posenc_exp.data.BinaryAddition``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1", "+", "END")
+    level: ClassVar[str] = "context-sensitive"
+
+    @staticmethod
+    def answer_length(n: int) -> int:
+        return n + 1
+
+
+class BucketSortSpec(ChomskySpec):
+    """``posenc_exp.data.BucketSort``."""
+
+    alphabet: ClassVar[tuple[str, ...]] = ("0", "1", "2", "3", "4")
+    level: ClassVar[str] = "context-sensitive"
+
+    @staticmethod
+    def answer_length(n: int) -> int:
+        return n
+
+
 @dataclass
 class Task:
     """Every task: batching, its data seed and the longest input the model is fed."""
@@ -326,4 +487,16 @@ TARGETS = {
     "posenc_exp.data.Sort": TokensSpec,
     "posenc_exp.data.AssociativeRecall": RecallSpec,
     "posenc_exp.data.TextBytes": TextSpec,
+    "posenc_exp.data.EvenPairs": EvenPairsSpec,
+    "posenc_exp.data.Parity": ParitySpec,
+    "posenc_exp.data.CycleNavigation": CycleNavigationSpec,
+    "posenc_exp.data.ModularArithmetic": ModularArithmeticSpec,
+    "posenc_exp.data.ReverseString": ReverseStringSpec,
+    "posenc_exp.data.StackManipulation": StackManipulationSpec,
+    "posenc_exp.data.ModularArithmeticBrackets": ModularArithmeticBracketsSpec,
+    "posenc_exp.data.DuplicateString": DuplicateStringSpec,
+    "posenc_exp.data.MissingDuplicate": MissingDuplicateSpec,
+    "posenc_exp.data.OddsFirst": OddsFirstSpec,
+    "posenc_exp.data.BinaryAddition": BinaryAdditionSpec,
+    "posenc_exp.data.BucketSort": BucketSortSpec,
 }
