@@ -71,7 +71,19 @@ ERRORS = {
         "data.max_positions=3 is shorter than the longest evaluation input",
     ),
     "renamed key": (["data.context_size=8"], "data.context_size was renamed to data.length"),
-    "unknown option": (["encoding=kerple"], "encoding=kerple is not an option of 'encoding'"),
+    "unknown option": (["encoding=bogus"], "encoding=bogus is not an option of 'encoding'"),
+    "range, a 2022-2024 encoding": (["model=attention", "encoding=kerple", "encoding.eps=0"], "encoding.eps=0.0"),
+    "range, rope scaling": (["model=attention", "encoding=rope", "encoding.scaling=bogus"], "encoding.scaling=bogus"),
+    "range, a wrapped encoding": (
+        ["model=attention", "encoding=randomized", "encoding@encoding.base=rope", "encoding.base.base=0.5"],
+        "encoding.base.base=0.5 is not allowed",
+    ),
+    "relation, format and causality": (
+        ["data=parity", "data.format=encoder", "model=attention", "model.causal=true"],
+        "data=parity with data.format=encoder reads the answer from output positions",
+    ),
+    "range, a Chomsky task": (["data=parity", "data.vocab_size=7", "model=attention"], "data.vocab_size=7"),
+    "range, a new callback key": (["callbacks.last_checkpoint.every_n_epochs=0"], "every_n_epochs=0"),
     "unknown key": (["model.n_hiden=8"], "model.n_hiden"),
     "unknown class": (["optimizer._target_=abc"], "optimizer._target_=abc is not allowed"),
     "memory": (["model.n_hidden=1000000000000"], "GiB"),
@@ -122,7 +134,8 @@ def test_each_spec_says_what_its_class_says(choices: list[str]) -> None:
         assert spec.acts_on == cls.acts_on
     else:
         assert spec.fixed_window == issubclass(cls, FeedForward)
-        assert "check_config" not in vars(cls)
+    carriers = [c for c in cls.__mro__ if "check_config" in vars(c)]  # the class and its bases that check
+    assert all(c.__module__.startswith("posenc_exp.schemas.") for c in carriers), carriers
 
 
 class StrictWindows(RandomWindows):
