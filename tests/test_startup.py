@@ -15,10 +15,11 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
 
 from posenc_exp import CONFIG_DIR
-from posenc_exp.config import compose_train, spec_of, validate
+from posenc_exp.config import compose_train, validate
 from posenc_exp.data import RandomWindows
 from posenc_exp.errors import ConfigError
 from posenc_exp.models import FeedForward
+from posenc_exp.schemas import spec_of
 
 HEAVY = ("torch", "lightning")
 
@@ -149,7 +150,7 @@ class StrictWindows(RandomWindows):
 
 
 def test_a_class_with_its_own_check_config_is_still_checked() -> None:
-    """The fallback of ``config.spec_of``: a ``_target_`` no spec lists is imported and its class's
+    """The fallback of ``schemas.spec_of``: a ``_target_`` no spec lists is imported and its class's
     ``check_config`` applies, with the checks it inherits from its base's spec."""
     cfg = compose_train(["data.length=9", "data.xlen=40"])
     with open_dict(cfg):

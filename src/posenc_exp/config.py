@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.errors import ConfigError
+from posenc_exp.schemas import spec_of, target_class  # noqa: F401  (spec_of: re-exported)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -89,24 +90,6 @@ def module_spec(name: str) -> importlib.machinery.ModuleSpec | None:
         return None
 
 
-def spec_of(node: DictConfig, key: str, needs: str = "check_config") -> type:
-    """What the checks read about the component of config ``node`` (at ``key``): its ``check_config`` and
-    the class attributes the relations between components need (``needs``: a task's ``task``, an encoding's
-    ``acts_on``). Torch-free where it can be: the spec a schema module lists for the target
-    (``posenc_exp.schemas.spec``), else the node's own schema if it has ``needs``. Only a component without
-    one (an extension on ``hydra.searchpath``, docs/extending.md, or a class that still carries its own
-    ``check_config``) is imported, and its class is the spec."""
-    from posenc_exp.schemas import is_schema, spec
-
-    listed = spec(str(node._target_))
-    if listed is not None:
-        return listed
-    schema = OmegaConf.get_type(node)
-    if schema is not None and is_schema(schema) and hasattr(schema, needs):
-        return schema
-    return target_class(node, key)
-
-
 def _option(cfg: DictConfig, group: str) -> str:
     """``group=option`` as the user chose it (Hydra's runtime choices, from the running app or from a config
     composed with its ``hydra`` node), else ``group._target_=...``."""
@@ -117,25 +100,6 @@ def _option(cfg: DictConfig, group: str) -> str:
     else:
         choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
     return f"{group}={choice}" if choice else f"{group}._target_={cfg[group]._target_}"
-
-
-def target_class(node: DictConfig, key: str) -> type:
-    """The class ``node._target_`` names (``package.module.Class``), or a :class:`ConfigError` naming
-    ``<key>._target_``. Imported here rather than by ``hydra.utils.get_class``, which logs every failure over
-    several lines before raising."""
-    target = str(node._target_)
-    parts = target.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            found: Any = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for attribute in parts[i:]:
-            found = getattr(found, attribute, None)
-        if isinstance(found, type):
-            return found
-        break
-    raise ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
 
 
 def check_compatibility(cfg: DictConfig) -> None:

@@ -9,7 +9,7 @@ unless the option leaves it out.
 Each schema also carries its component's range checks, ``check_config(config)`` (with the helpers of
 ``posenc_exp.checks``), and what the relations between components read (a task's ``task`` and
 ``longest_input``, an encoding's ``acts_on``): ``posenc_exp.config`` finds them through :func:`spec` or the
-node's schema (``posenc_exp.config.spec_of``). Where a component of this package needs them at run time
+node's schema (:func:`spec_of`). Where a component of this package needs them at run time
 too, its class inherits them from the same torch-free class here (one place per check). An option without
 a schema (a user's YAML on ``hydra.searchpath``) composes untyped, and the ``check_config`` of its class,
 imported, still applies.
@@ -20,8 +20,13 @@ torch or Lightning.
 
 from __future__ import annotations
 
-from hydra.core.config_store import ConfigStore
+import importlib
+from typing import Any
 
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from posenc_exp.errors import ConfigError
 from posenc_exp.schemas import callbacks, data, encoding, logger, model, optimizer, train, trainer
 
 MODULES = (data, model, encoding, optimizer, trainer, callbacks, logger)
@@ -52,6 +57,41 @@ def spec(target: str) -> type | None:
 def is_schema(cls: type) -> bool:
     """Whether ``cls`` is one of these schemas (not, say, a user's dataclass)."""
     return cls.__module__.startswith(f"{__name__}.")
+
+
+def spec_of(node: DictConfig, key: str, needs: str = "check_config") -> type:
+    """What the checks read about the component of config ``node`` (at ``key``): its ``check_config`` and
+    the class attributes the relations between components need (``needs``: a task's ``task``, an encoding's
+    ``acts_on``). Torch-free where it can be: the spec a schema module lists for the target
+    (``posenc_exp.schemas.spec``), else the node's own schema if it has ``needs``. Only a component without
+    one (an extension on ``hydra.searchpath``, docs/extending.md, or a class that still carries its own
+    ``check_config``) is imported, and its class is the spec."""
+    listed = spec(str(node._target_))
+    if listed is not None:
+        return listed
+    schema = OmegaConf.get_type(node)
+    if schema is not None and is_schema(schema) and hasattr(schema, needs):
+        return schema
+    return target_class(node, key)
+
+
+def target_class(node: DictConfig, key: str) -> type:
+    """The class ``node._target_`` names (``package.module.Class``), or a :class:`ConfigError` naming
+    ``<key>._target_``. Imported here rather than by ``hydra.utils.get_class``, which logs every failure over
+    several lines before raising."""
+    target = str(node._target_)
+    parts = target.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attribute in parts[i:]:
+            found = getattr(found, attribute, None)
+        if isinstance(found, type):
+            return found
+        break
+    raise ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
 
 
 register()

@@ -314,7 +314,7 @@ EVAL_POSITIONS = ("ordinary", "random")  # encoding=randomized's encoding.eval_p
 def _wrapped(spec: type) -> tuple[bool, Any]:
     """For the spec of ``encoding=randomized``'s wrapped option: whether it uses positions, and its
     ``trains_table(config)``. A built-in's schema says so torch-free; an extension's class (imported already by
-    ``posenc_exp.config.spec_of``) is asked as the torch classes are: a ``PositionalEncoding`` other than NoPE,
+    ``posenc_exp.schemas.spec_of``) is asked as the torch classes are: a ``PositionalEncoding`` other than NoPE,
     CoPE or Randomized uses positions, and an ``AbsoluteTable`` that is learnable trains its table."""
     if issubclass(spec, Encoding):
         return spec.uses_positions, spec.trains_table
@@ -343,8 +343,8 @@ class Randomized(Encoding):
         """A wrapped option (``encoding.base``, with ``_target_``) that uses positions, with its own checks (its
         keys named ``encoding.base.*``), ``max_positions`` >= 1, ``position_range`` null or >= ``max_positions``
         and, for a trained table, at most its rows, the candidate hashes in memory, a known ``eval_positions``.
-        Torch-free for a built-in wrapped option (its spec, :func:`posenc_exp.config.spec_of`)."""
-        from posenc_exp.config import spec_of
+        Torch-free for a built-in wrapped option (its spec, :func:`posenc_exp.schemas.spec_of`)."""
+        from posenc_exp.schemas import spec_of
 
         base = encoding.get("base")
         if not hasattr(base, "get") or "_target_" not in base:
