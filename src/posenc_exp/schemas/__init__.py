@@ -21,6 +21,9 @@ torch or Lightning.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
+import sys
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -57,6 +60,42 @@ def spec(target: str) -> type | None:
 def is_schema(cls: type) -> bool:
     """Whether ``cls`` is one of these schemas (not, say, a user's dataclass)."""
     return cls.__module__.startswith(f"{__name__}.")
+
+
+def check_target(node: DictConfig, key: str) -> None:
+    """``node._target_`` names a class, ``package.module.Class``, in a module that exists: found on the import
+    path without importing it (nor torch with it); where the module is imported already, the class is
+    looked up too. A class missing from a module not yet imported is reported when it is built."""
+    target = str(node._target_)
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):  # the longest module prefix, with at least the class after it
+        module = ".".join(parts[:i])
+        if module_spec(module) is None:
+            continue
+        if module not in sys.modules:
+            return  # it exists; the class in it is looked up when it is built
+        found: Any = sys.modules[module]
+        for attribute in parts[i:]:
+            found = getattr(found, attribute, None)
+        if isinstance(found, type):
+            return
+        break
+    raise ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
+
+
+def module_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """The spec of module ``name`` if it exists, found without importing it or the packages above it (a
+    package that is not imported yet is searched through its own spec's locations)."""
+    if name in sys.modules:
+        return getattr(sys.modules[name], "__spec__", None) or importlib.machinery.ModuleSpec(name, None)
+    parent, _, _ = name.rpartition(".")
+    try:
+        if not parent:
+            return importlib.util.find_spec(name)  # a top-level name: nothing is imported to find it
+        locations = getattr(module_spec(parent), "submodule_search_locations", None)
+        return importlib.machinery.PathFinder.find_spec(name, list(locations)) if locations else None
+    except (ImportError, ValueError):
+        return None
 
 
 def spec_of(node: DictConfig, key: str, needs: str = "check_config") -> type:

@@ -344,7 +344,7 @@ class Randomized(Encoding):
         keys named ``encoding.base.*``), ``max_positions`` >= 1, ``position_range`` null or >= ``max_positions``
         and, for a trained table, at most its rows, the candidate hashes in memory, a known ``eval_positions``.
         Torch-free for a built-in wrapped option (its spec, :func:`posenc_exp.schemas.spec_of`)."""
-        from posenc_exp.schemas import spec_of
+        from posenc_exp.schemas import check_target, spec_of
 
         base = encoding.get("base")
         if not hasattr(base, "get") or "_target_" not in base:
@@ -353,6 +353,7 @@ class Randomized(Encoding):
                 f"encoding.base={base} is not an encoding node: choose the wrapped option with "
                 f"encoding@encoding.base=<option> (e.g. encoding@encoding.base={example})"
             )
+        check_target(base, "encoding.base")
         base_spec = spec_of(base, "encoding.base")
         uses_positions, trains_table = _wrapped(base_spec)
         if not uses_positions:
