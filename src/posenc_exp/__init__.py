@@ -11,10 +11,13 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 def _longest_input(target: str, length: int, eval_factors: list[float]) -> int:
     """Resolver ``${posenc.max_positions:${._target_},${.length},${.eval_factors}}`` of the data configs: the
-    longest input the task ``target`` feeds the model over its evaluation lengths (its ``longest_input``)."""
+    longest input the task ``target`` feeds the model over its evaluation lengths (its ``longest_input``): from
+    its torch-free spec (``posenc_exp.schemas.spec``), else from its class (a task outside this package)."""
     from hydra.utils import get_class
 
-    return get_class(target).longest_input(length, list(eval_factors))
+    from posenc_exp.schemas import spec
+
+    return (spec(target) or get_class(target)).longest_input(length, list(eval_factors))
 
 
 OmegaConf.register_new_resolver("posenc.max_positions", _longest_input, replace=True)

@@ -16,9 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from posenc_exp.checks import is_int, require_int
 from posenc_exp.encodings import PositionalEncoding, replica_of
-from posenc_exp.errors import ConfigError
 from posenc_exp.images import labelled_heatmaps, snapshot_images
 from posenc_exp.loggers import replica_writers
 from posenc_exp.models import AttentionStack
@@ -60,16 +58,6 @@ class EncodingSnapshot(L.Callback):
     state, so a resumed run continues its heatmap. Without a TensorBoardLogger (e.g. under ``fast_dev_run``)
     it does nothing.
     """
-
-    @classmethod
-    def check_config(cls, config: Any, key: str = "callbacks.encoding_snapshot") -> None:
-        """``history_pixels``: ``[height, width]``, two integers >= 16; ``image_every_n_epochs`` >= 1."""
-        pixels = list(config.get("history_pixels", [16, 16]))
-        if len(pixels) != 2 or not all(is_int(p) and p >= 16 for p in pixels):
-            raise ConfigError(
-                f"{key}.history_pixels={pixels} is not allowed: expected [height, width], two integers >= 16"
-            )
-        require_int(f"{key}.image_every_n_epochs", config.get("image_every_n_epochs", 1), 1)
 
     def __init__(self, history_pixels: tuple[int, int] = (200, 300), image_every_n_epochs: int = 1) -> None:
         self.history_pixels = tuple(history_pixels)
@@ -208,12 +196,6 @@ class AttentionPatterns(L.Callback):
     With several replicas each replica's patterns go to its own run (one forward serves them all). Other
     networks (the feed-forward model) log nothing; under DDP rank 0 alone writes.
     """
-
-    @classmethod
-    def check_config(cls, config: Any, key: str = "callbacks.attention_patterns") -> None:
-        """``n_examples`` >= 1, ``head_pixels`` >= 16."""
-        require_int(f"{key}.n_examples", config.n_examples, 1)
-        require_int(f"{key}.head_pixels", config.head_pixels, 16)
 
     def __init__(self, n_examples: int = 32, head_pixels: int = 160) -> None:
         self.n_examples, self.head_pixels = n_examples, head_pixels

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import os
 import re
@@ -16,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from posenc_exp import CONFIG_DIR
 from posenc_exp.errors import ConfigError
+from posenc_exp.schemas import check_target, spec_of, target_class  # noqa: F401  (spec_of: re-exported)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -36,20 +36,18 @@ COMPONENT_GROUPS = ("data", "model", "encoding", "optimizer", "trainer", "logger
 
 def check_components(cfg: DictConfig) -> None:
     """Each component checks its own ranges, on its resolved config node: the ``check_config(config)``
-    classmethod of the node's schema where it has one (the torch and Lightning classes, which cannot check
-    themselves), else of the class its ``_target_`` names (``posenc_exp``'s own components). So a new
-    option brings its own checks and nothing here grows with the options; one without ``check_config`` is
-    not range-checked (its types still are, where it has a schema)."""
+    classmethod of its spec (:func:`spec_of`), so a new option brings its own checks and nothing here grows
+    with the options; one without ``check_config`` is not range-checked (its types still are, where it has
+    a schema)."""
     nodes = [("", cfg), *((g, cfg[g]) for g in COMPONENT_GROUPS if isinstance(cfg.get(g), DictConfig))]
     callbacks = cfg.get("callbacks") or {}
     nodes += [(f"callbacks.{name}", node) for name, node in callbacks.items() if isinstance(node, DictConfig)]
     for key, node in nodes:
-        component = target_class(node, key) if "_target_" in node else None
-        checker = OmegaConf.get_type(node)
-        if not hasattr(checker, "check_config"):
-            checker = component
-        if hasattr(checker, "check_config"):
-            checker.check_config(node, key) if key.startswith("callbacks.") else checker.check_config(node)
+        if "_target_" in node:
+            check_target(node, key)
+        spec = spec_of(node, key) if "_target_" in node else OmegaConf.get_type(node)
+        if hasattr(spec, "check_config"):
+            spec.check_config(node, key) if key.startswith("callbacks.") else spec.check_config(node)
 
 
 def _option(cfg: DictConfig, group: str) -> str:
@@ -64,83 +62,59 @@ def _option(cfg: DictConfig, group: str) -> str:
     return f"{group}={choice}" if choice else f"{group}._target_={cfg[group]._target_}"
 
 
-def target_class(node: DictConfig, key: str) -> type:
-    """The class ``node._target_`` names (``package.module.Class``), or a :class:`ConfigError` naming
-    ``<key>._target_``. Imported here rather than by ``hydra.utils.get_class``, which logs every failure over
-    several lines before raising."""
-    target = str(node._target_)
-    parts = target.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            found: Any = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for attribute in parts[i:]:
-            found = getattr(found, attribute, None)
-        if isinstance(found, type):
-            return found
-        break
-    raise ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
-
-
 def check_compatibility(cfg: DictConfig) -> None:
     """Kinds of model, task and encoding that cannot work together, each as one :class:`ConfigError` line,
-    checked before any value: the feed-forward model reads a fixed window of scalars through input-added
-    encodings only; token tasks are trained with teacher forcing and need a causal model."""
-    from posenc_exp.models import FeedForward
-
+    checked before any value: the feed-forward model (its spec's ``fixed_window``) reads a fixed window of
+    scalars through input-added encodings only; token tasks are trained with teacher forcing and need a
+    causal model. Read from the components' specs (:func:`spec_of`)."""
     if "data" not in cfg or "model" not in cfg:
         return
-    task, model = target_class(cfg.data, "data"), target_class(cfg.model, "model")
-    encoding = target_class(cfg.encoding, "encoding") if cfg.get("encoding") else None
+    task = getattr(spec_of(cfg.data, "data", "task"), "task", None)
     model_name, data_name = _option(cfg, "model"), _option(cfg, "data")
-    if issubclass(model, FeedForward):
-        if getattr(task, "task", None) != "regression":
+    if getattr(spec_of(cfg.model, "model", "fixed_window"), "fixed_window", False):
+        if task != "regression":
             raise ConfigError(
                 f"{model_name} reads windows of scalars and cannot serve the token task {data_name}: "
                 "use model=attention"
             )
-        if encoding is not None and getattr(encoding, "acts_on", "input") != "input":
+        acts_on = getattr(spec_of(cfg.encoding, "encoding", "acts_on"), "acts_on", "input")
+        if cfg.get("encoding") and acts_on != "input":
             raise ConfigError(
                 f"{model_name} takes only input-added encodings (none, learned, sinusoidal); "
-                f"{_option(cfg, 'encoding')} acts on '{encoding.acts_on}': use model=attention"
+                f"{_option(cfg, 'encoding')} acts on '{acts_on}': use model=attention"
             )
-    if hasattr(task, "check_causal"):  # e.g. teacher-forced token tasks need model.causal=true
-        task.check_causal(cfg.data, cfg.model.get("causal", False), data_name)
+    data_spec = spec_of(cfg.data, "data", "check_causal")
+    if hasattr(data_spec, "check_causal"):  # e.g. teacher-forced token tasks need model.causal=true
+        data_spec.check_causal(cfg.data, cfg.model.get("causal", False), data_name)
 
 
 def check_combination(cfg: DictConfig) -> None:
     """Relations between the values of model, task and encoding that cannot work, each as one
     :class:`ConfigError` line: the feed-forward model reads exactly ``data.length`` values; a trained position
-    table must cover ``data.max_positions``, and ``data.max_positions`` the longest evaluation input. What one
-    component alone decides (e.g. that heads divide the width) is its own check (:func:`check_components`).
+    table (the encoding spec's ``trains_table``) must cover ``data.max_positions``, and ``data.max_positions``
+    the longest evaluation input (the task spec's ``longest_input``). What one component alone decides (e.g.
+    that heads divide the width) is its own check (:func:`check_components`).
     """
-    from posenc_exp.data.lengths import eval_lengths
-    from posenc_exp.encodings import AbsoluteTable, Sinusoidal
-    from posenc_exp.models import FeedForward
+    from posenc_exp.schemas.data import eval_lengths
 
     if "data" not in cfg or "model" not in cfg:
         return
-    task, model = target_class(cfg.data, "data"), target_class(cfg.model, "model")
-    encoding = target_class(cfg.encoding, "encoding") if cfg.get("encoding") else None
     data = cfg.data
     windows = eval_lengths(data.length, data.eval_factors) if "eval_factors" in data else [data.get("length")]
-    if issubclass(model, FeedForward) and windows != [data.get("length")]:
+    if getattr(spec_of(cfg.model, "model", "fixed_window"), "fixed_window", False) and windows != [data.length]:
         raise ConfigError(
             f"{_option(cfg, 'model')} reads exactly data.length={data.length} values and cannot be evaluated "
             f"at data.eval_factors={list(data.eval_factors)}: set data.eval_factors=[1.0] or use model=attention"
         )
-    trained_table = (
-        encoding is not None
-        and issubclass(encoding, AbsoluteTable)
-        and not (issubclass(encoding, Sinusoidal) and not cfg.encoding.get("learnable", False))
-    )
+    encoding = spec_of(cfg.encoding, "encoding", "trains_table") if cfg.get("encoding") else None
+    trained_table = encoding is not None and getattr(encoding, "trains_table", lambda _: False)(cfg.encoding)
     if trained_table and cfg.encoding.max_positions < data.max_positions:
         raise ConfigError(
             f"encoding.max_positions={cfg.encoding.max_positions} is shorter than "
             f"data.max_positions={data.max_positions}, the longest input evaluated: a trained table has no rows "
             "past its length; leave encoding.max_positions at ${data.max_positions}"
         )
+    task = spec_of(data, "data", "longest_input")
     if "eval_factors" in data and hasattr(task, "longest_input"):
         longest = task.longest_input(data.length, list(data.eval_factors))
         if data.max_positions < longest:
@@ -152,10 +126,12 @@ def check_combination(cfg: DictConfig) -> None:
 
 def check_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer (``trainer.accelerator=gpu``/``cuda``, e.g. ``trainer=ddp``) needs a visible CUDA device."""
-    import torch
-
     accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="cpu")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch  # only for the keys that need it: --help and the other errors need no torch
+
+    if not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible: "
             "use trainer.accelerator=cpu, or trainer=ddp_cpu for distributed training on CPU"
@@ -229,11 +205,30 @@ def check_group_choices(overrides: Sequence[str], config_dir: Path = CONFIG_DIR)
         if not match or match[1].startswith("hydra") or not (config_dir / match[1]).is_dir():
             continue
         group, options = match[1], match[2]
-        files = [p for folder in (config_dir, *extra) for p in (folder / group).glob("*.yaml")]
-        allowed = sorted({p.stem for p in files if not p.stem.startswith("_")})
+        allowed = group_options(group, [config_dir, *extra])
         for option in options.split(","):
             if option != "null" and option not in allowed:
                 raise ConfigError(f"{group}={option} is not an option of '{group}': allowed {', '.join(allowed)}")
+
+
+def group_options(group: str, folders: Sequence[Path] = (CONFIG_DIR,)) -> list[str]:
+    """The options of config group ``group`` (``conf/<group>/<option>.yaml``) in these config folders; files
+    whose names start with ``_`` are bases that options share (``conf/data/_tokens.yaml``), not options."""
+    files = [p for folder in folders for p in (Path(folder) / group).glob("*.yaml")]
+    return sorted({p.stem for p in files if not p.stem.startswith("_")})
+
+
+def config_groups(overrides: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Every config group users choose from (not Hydra's own ``hydra/...``) with its options, from ``conf/``
+    and the folders of a ``hydra.searchpath`` override: what ``--help`` lists."""
+    folders = [CONFIG_DIR, *(search_path(overrides) or [])]
+    groups = {
+        str(d.relative_to(folder))
+        for folder in folders
+        for d in folder.rglob("*")
+        if d.is_dir() and any(d.glob("*.yaml"))
+    }
+    return {g: group_options(g, folders) for g in sorted(groups) if g.split("/")[0] != "hydra"}
 
 
 def compose_train(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:

@@ -197,12 +197,6 @@ class Diagnostics(L.Callback):
         self.n_examples = n_examples
         self.history: dict[int, list[dict[str, float]]] = {}  # replica -> the record of each step
 
-    @classmethod
-    def check_config(cls, config: Any, key: str = "callbacks.diagnostics") -> None:
-        from posenc_exp.checks import require_int
-
-        require_int(f"{key}.n_examples", config.n_examples, 1)
-
     def fixed_batches(
         self, trainer: L.Trainer, replica: int = 0
     ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:

@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from posenc_exp.checks import require_choice, require_int, require_number, require_parameters
-from posenc_exp.errors import ConfigError, LengthError
+from posenc_exp.errors import LengthError
 
 # Positions an encoding without a table of its own covers when no max_positions is given (snapshots, caches).
 DEFAULT_POSITIONS = 64
@@ -177,16 +176,6 @@ class LearnedAbsolute(AbsoluteTable):
 
     option = "learned"
 
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """``max_positions``, ``d_model`` >= 1, ``init_std`` finite >= 0, the ``max_positions x d_model`` table in
-        memory."""
-        require_int("encoding.max_positions", encoding.max_positions, 1)
-        require_int("encoding.d_model", encoding.d_model, 1)
-        require_number("encoding.init_std", encoding.init_std, low=0, allowed="a finite number >= 0", inclusive=True)
-        keys = f"encoding.max_positions={encoding.max_positions} encoding.d_model={encoding.d_model}"
-        require_parameters(keys, encoding.max_positions * encoding.d_model)
-
     def __init__(self, max_positions: int, d_model: int = 1, init_std: float = 1.0) -> None:
         super().__init__()
         self.max_positions = max_positions
@@ -223,16 +212,6 @@ class Sinusoidal(AbsoluteTable):
 
     option = "sinusoidal"
 
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """``d_model``, ``max_positions`` >= 1, ``base`` > 1 (so the wavelengths grow with the dimension), the
-        ``max_positions x d_model`` table in memory."""
-        require_int("encoding.d_model", encoding.d_model, 1)
-        require_int("encoding.max_positions", encoding.max_positions, 1)
-        require_number("encoding.base", encoding.base, low=1, allowed="a finite number > 1")
-        keys = f"encoding.max_positions={encoding.max_positions} encoding.d_model={encoding.d_model}"
-        require_parameters(keys, encoding.max_positions * encoding.d_model)
-
     def __init__(self, d_model: int, max_positions: int, learnable: bool = False, base: float = 10000.0) -> None:
         super().__init__()
         self.d_model, self.max_positions, self.learnable, self.base = d_model, max_positions, learnable, base
@@ -252,10 +231,6 @@ class Sinusoidal(AbsoluteTable):
         """The fixed sinusoid is computed at the positions themselves (any, integer or float); a learnable table
         is indexed."""
         return super().rows_at(positions) if self.learnable else sinusoid(positions, self.d_model, self.base)
-
-
-ROPE_SCALINGS = ("none", "linear", "ntk", "yarn")
-SCALING_LENGTHS = ("longer", "all")
 
 
 def rope_frequencies(
@@ -325,38 +300,6 @@ class RoPE(PositionalEncoding):
 
     acts_on = "rotary"
     option: ClassVar[str] = "rope"
-
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """``n_heads`` dividing ``d_model`` into an even head width (pairs are rotated), ``max_positions`` >= 1,
-        ``base`` > 1, and the ``max_positions x d_head/2`` angle cache in memory; a known ``scaling`` and
-        ``scaling_lengths``, ``scaling_factor`` >= 1 (and a head width > 2 for ``ntk``, whose exponent is
-        ``d/(d-2)``)."""
-        require_int("encoding.d_model", encoding.d_model, 1)
-        require_int("encoding.n_heads", encoding.n_heads, 1)
-        d_model, n_heads = encoding.d_model, encoding.n_heads
-        if d_model % n_heads or (d_model // n_heads) % 2:
-            raise ConfigError(
-                f"encoding={cls.option} rotates pairs of dimensions: the head width model.d_model/model.n_heads="
-                f"{d_model}/{n_heads} must be a whole, even number"
-            )
-        require_int("encoding.max_positions", encoding.max_positions, 1)
-        require_number("encoding.base", encoding.base, low=1, allowed="a finite number > 1")
-        require_parameters(
-            f"encoding.max_positions={encoding.max_positions}", encoding.max_positions * d_model // n_heads / 8
-        )
-        if "scaling" in encoding:
-            require_choice("encoding.scaling", encoding.scaling, ROPE_SCALINGS)
-            require_choice("encoding.scaling_lengths", encoding.scaling_lengths, SCALING_LENGTHS)
-            require_number(
-                "encoding.scaling_factor", encoding.scaling_factor, low=1, allowed="a finite number >= 1",
-                inclusive=True,
-            )  # fmt: skip
-            if encoding.scaling == "ntk" and d_model // n_heads <= 2:
-                raise ConfigError(
-                    f"encoding.scaling=ntk raises the base to the power d/(d-2): the head width "
-                    f"model.d_model/model.n_heads={d_model}/{n_heads} must be > 2"
-                )
 
     def __init__(
         self,
@@ -528,12 +471,6 @@ class ALiBi(BiasEncoding):
     non-causal model this uses the symmetric ``-m_h * |i - j|``. Nothing is learned.
     """
 
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """``n_heads`` and ``max_positions`` >= 1."""
-        require_int("encoding.n_heads", encoding.n_heads, 1)
-        require_int("encoding.max_positions", encoding.max_positions, 1)
-
     def __init__(self, n_heads: int, causal: bool = False, max_positions: int = DEFAULT_POSITIONS) -> None:
         super().__init__()
         self.n_heads, self.causal, self.max_positions = n_heads, causal, max_positions
@@ -591,32 +528,6 @@ class T5Bias(BiasEncoding):
     served). Bidirectional (half the buckets per direction) unless ``causal``. One instance is shared by all
     layers, as in T5. ``snapshot()`` is the table ``b``.
     """
-
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """``n_heads``, ``max_positions`` >= 1; per direction at least 2 buckets, so that one is exact
-        (``max_exact = buckets per direction / 2 >= 1``), and ``max_distance > max_exact`` (the log-spaced
-        buckets divide by ``log(max_distance / max_exact)``); ``init_std`` finite >= 0; the table in memory."""
-        require_int("encoding.n_heads", encoding.n_heads, 1)
-        require_int("encoding.max_positions", encoding.max_positions, 1)
-        directions = 1 if encoding.causal else 2
-        require_int(
-            "encoding.num_buckets",
-            encoding.num_buckets,
-            2 * directions,
-            allowed=f"an integer >= {2 * directions} (2 per direction; encoding.causal={encoding.causal})",
-        )
-        keys = f"encoding.num_buckets={encoding.num_buckets} encoding.n_heads={encoding.n_heads}"
-        require_parameters(keys, encoding.num_buckets * encoding.n_heads)
-        max_exact = encoding.num_buckets // directions // 2
-        require_int(
-            "encoding.max_distance",
-            encoding.max_distance,
-            max_exact + 1,
-            allowed=f"an integer > {max_exact}, the exact buckets per direction (encoding.num_buckets="
-            f"{encoding.num_buckets} / {2 * directions})",
-        )
-        require_number("encoding.init_std", encoding.init_std, low=0, allowed="a finite number >= 0", inclusive=True)
 
     def __init__(
         self,

@@ -21,16 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from posenc_exp.checks import require_choice, require_int, require_memory, require_number, require_parameters
-from posenc_exp.encodings import DEFAULT_POSITIONS, AbsoluteTable, BiasEncoding, NoPE, PositionalEncoding, RoPE
-from posenc_exp.errors import ConfigError, LengthError
+from posenc_exp.encodings import DEFAULT_POSITIONS, BiasEncoding, NoPE, PositionalEncoding, RoPE
+from posenc_exp.errors import LengthError
 from posenc_exp.models.layers import Linear
-
-
-def _check_bias(encoding: Any) -> None:
-    """What every bias family here checks: ``n_heads`` and ``max_positions`` >= 1."""
-    require_int("encoding.n_heads", encoding.n_heads, 1)
-    require_int("encoding.max_positions", encoding.max_positions, 1)
 
 
 class KERPLE(BiasEncoding):
@@ -48,12 +41,6 @@ class KERPLE(BiasEncoding):
     """
 
     snapshot_rows = "head"
-
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """``n_heads``, ``max_positions`` >= 1, ``eps`` finite > 0."""
-        _check_bias(encoding)
-        require_number("encoding.eps", encoding.eps, low=0, allowed="a finite number > 0")
 
     def __init__(
         self, n_heads: int, causal: bool = False, eps: float = 0.01, max_positions: int = DEFAULT_POSITIONS
@@ -93,19 +80,6 @@ class FIRE(BiasEncoding):
     causal; a non-causal model gets the same formula, which (through ``|c x|``) is symmetric in ``i - j``. One
     instance, shared by all layers.
     """
-
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """``n_heads``, ``max_positions``, ``mlp_width`` >= 1; ``init_c``, ``init_threshold`` finite > 0, ``eps``
-        finite >= 0; the MLP in memory."""
-        _check_bias(encoding)
-        require_int("encoding.mlp_width", encoding.mlp_width, 1)
-        require_number("encoding.init_c", encoding.init_c, low=0, allowed="a finite number > 0")
-        require_number("encoding.init_threshold", encoding.init_threshold, low=0, allowed="a finite number > 0")
-        require_number("encoding.eps", encoding.eps, low=0, allowed="a finite number >= 0", inclusive=True)
-        require_parameters(
-            f"encoding.mlp_width={encoding.mlp_width}", encoding.mlp_width * (encoding.n_heads + 2) + encoding.n_heads
-        )
 
     def __init__(
         self,
@@ -161,13 +135,6 @@ class XPos(RoPE):
 
     option = "xpos"
 
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """RoPE's checks, ``scale_base`` finite > 0, ``gamma`` finite >= 0."""
-        super().check_config(encoding)
-        require_number("encoding.scale_base", encoding.scale_base, low=0, allowed="a finite number > 0")
-        require_number("encoding.gamma", encoding.gamma, low=0, allowed="a finite number >= 0", inclusive=True)
-
     def __init__(
         self,
         d_model: int,
@@ -219,25 +186,6 @@ class CoPE(PositionalEncoding):
     acts_on = "contextual"
     snapshot_rows = "layer"
 
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """A causal model, ``d_model``, ``n_heads``, ``depth`` >= 1, ``n_heads`` dividing ``d_model``,
-        ``num_embeddings`` >= 2 (interpolation needs two), the tables in memory."""
-        if not encoding.causal:
-            raise ConfigError(
-                "encoding=cope counts gates from key j up to query i (Golovneva et al. 2024, causal): set "
-                "model.causal=true"
-            )
-        for key in ("d_model", "n_heads", "depth"):
-            require_int(f"encoding.{key}", encoding[key], 1)
-        if encoding.d_model % encoding.n_heads:
-            raise ConfigError(
-                f"encoding.n_heads={encoding.n_heads} does not divide encoding.d_model={encoding.d_model}"
-            )
-        require_int("encoding.num_embeddings", encoding.num_embeddings, 2)
-        keys = f"encoding.num_embeddings={encoding.num_embeddings} encoding.depth={encoding.depth}"
-        require_parameters(keys, encoding.num_embeddings * encoding.depth * encoding.d_model // encoding.n_heads)
-
     def __init__(self, d_model: int, n_heads: int, depth: int, causal: bool = True, num_embeddings: int = 64) -> None:
         super().__init__()
         if not causal:
@@ -281,9 +229,6 @@ def _mix32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
-EVAL_POSITIONS = ("ordinary", "random")
-
-
 class Randomized(PositionalEncoding):
     """Randomized positional encodings of Ruoss et al., "Randomized Positional Encodings Boost Length
     Generalization of Transformers", ACL 2023: a wrapped encoding ``base`` (any option of ``conf/encoding`` that
@@ -319,54 +264,6 @@ class Randomized(PositionalEncoding):
         self.snapshot_rows = base.snapshot_rows  # type: ignore[misc]
         self.key = nn.Parameter(torch.randint(0, 2**24, (1, 1)).float(), requires_grad=False)  # exact in float32
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-
-    @classmethod
-    def check_config(cls, encoding: Any) -> None:
-        """A wrapped option (``encoding.base``, with ``_target_``) that takes positions, its own checks (its keys
-        named ``encoding.base.*``), ``max_positions`` >= 1, ``position_range`` null or >= 1 and, for a trained
-        table, at most its rows, a known ``eval_positions``."""
-        from posenc_exp.config import target_class
-
-        base = encoding.get("base")
-        if not hasattr(base, "get") or "_target_" not in base:
-            example = base if isinstance(base, str) else "alibi"
-            raise ConfigError(
-                f"encoding.base={base} is not an encoding node: choose the wrapped option with "
-                f"encoding@encoding.base=<option> (e.g. encoding@encoding.base={example})"
-            )
-        base_class = target_class(base, "encoding.base")
-        if not issubclass(base_class, PositionalEncoding) or issubclass(base_class, (Randomized, CoPE, NoPE)):
-            raise ConfigError(
-                f"encoding.base={base_class.__name__} is not allowed: expected an encoding that uses positions "
-                "(learned, sinusoidal, rope, xpos, alibi, t5, kerple, fire)"
-            )
-        if hasattr(base_class, "check_config"):
-            try:
-                base_class.check_config(base)
-            except ConfigError as error:
-                raise ConfigError(str(error).replace("encoding.", "encoding.base.")) from None
-        require_int("encoding.max_positions", encoding.max_positions, 1)
-        position_range = encoding.position_range
-        if position_range is not None:  # the drawn positions must cover the longest input (evaluation included)
-            require_int(
-                "encoding.position_range",
-                position_range,
-                encoding.max_positions,
-                allowed=f"an integer >= encoding.max_positions={encoding.max_positions} (the longest input), or null",
-            )
-        position_range = encoding.max_positions if position_range is None else position_range
-        # each draw hashes every candidate: a few int64 temporaries of position_range values per replica
-        require_memory(f"encoding.position_range={position_range}", 64 * position_range, "the candidate hashes")
-        if issubclass(base_class, AbsoluteTable) and base.get("learnable", True):
-            rows = base.max_positions
-            if position_range > rows:
-                raise ConfigError(
-                    f"encoding.position_range={position_range} is more than the {rows} rows of the wrapped table "
-                    "(encoding.base.max_positions = data.max_positions): positions are drawn from "
-                    "0..position_range-1; leave encoding.position_range at null, or wrap an encoding without a "
-                    "trained table"
-                )
-        require_choice("encoding.eval_positions", encoding.eval_positions, EVAL_POSITIONS)
 
     def draw(self, length: int, device: torch.device) -> Tensor:
         """This step's sorted random positions, ``(R, length)`` int64."""

@@ -13,35 +13,25 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
 from posenc_exp import CONFIG_DIR
-from posenc_exp.config import check_group_choices, check_output_dir, check_overrides, check_renamed, validate
+from posenc_exp.config import (
+    check_group_choices,
+    check_output_dir,
+    check_overrides,
+    check_renamed,
+    config_groups,
+    validate,
+)
 from posenc_exp.console import print_run_location, print_summary, quiet_third_party
-from posenc_exp.data import SyntheticDataModule
-from posenc_exp.encodings import replica_of
 from posenc_exp.errors import USER_ERRORS, ConfigError
 from posenc_exp.hparams import hparams_of, log_hparams, log_scalar_layout
-from posenc_exp.loggers import ReplicaLogger, replica_writers, tensorboard_writer
-from posenc_exp.module import PosEncModule
-from posenc_exp.perplexity import POSITION_LOSS
-from posenc_exp.replicas import (
-    data_seeds,
-    replica_config,
-    replica_logged,
-    replica_overrides,
-    summary,
-    write_replica_dir,
-)
 from posenc_exp.rundir import (
     FAILURE_FILE,
     METRICS_FILE,
@@ -63,9 +53,20 @@ from posenc_exp.sweep import (
     thread_budget,
 )
 
+# torch, Lightning and the components are imported where they are used, once the config has passed its checks
+# (posenc_exp.config.validate): --help, --cfg and every one-line config error need Hydra and the configs only.
+if TYPE_CHECKING:
+    import lightning as L
+    from torch import Tensor
+
+    from posenc_exp.data import SyntheticDataModule
+    from posenc_exp.module import PosEncModule
+
 
 def encoding_as_list(encoding: Tensor | None, replica: int = 0) -> list | None:
     """Replica ``replica``'s snapshot as nested lists; a width-1 table (the seed's vector) as a flat list."""
+    from posenc_exp.encodings import replica_of
+
     if encoding is None:
         return None
     encoding = replica_of(encoding, replica)
@@ -82,6 +83,8 @@ def per_length_metrics(logged: dict[str, float], module: PosEncModule) -> dict[s
 
 def build_module(cfg: DictConfig, datamodule: SyntheticDataModule) -> PosEncModule:
     """The LightningModule for this config and task, from primitive values only (checkpoint-safe)."""
+    from posenc_exp.module import PosEncModule
+
     return PosEncModule(
         net=OmegaConf.to_container(cfg.model, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
@@ -98,6 +101,8 @@ def build_module(cfg: DictConfig, datamodule: SyntheticDataModule) -> PosEncModu
 
 def check_resumable(path: str, module: PosEncModule) -> None:
     """``ckpt_path`` holds this experiment: the same model, encoding and task (:meth:`PosEncModule.differences`)."""
+    import torch
+
     hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
     if differences := module.differences(hparams):
         more = f" (and {len(differences) - 2} more)" if len(differences) > 2 else ""
@@ -145,6 +150,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, PosEncModule, L.Train
 
     Nothing is written yet (the logger makes its event file on first use); an exception while building any
     of them is one :class:`ConfigError` line naming the component (:func:`building`)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from posenc_exp.loggers import ReplicaLogger
+    from posenc_exp.replicas import data_seeds
+
     L.seed_everything(cfg.seed, verbose=False)
     with building(component_name(cfg, "data"), cfg.data, "data"):
         datamodule: L.LightningDataModule = instantiate(cfg.data)
@@ -192,6 +203,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run's metrics."""
     validate(cfg)
     check_distributed_sweep(cfg)
+    import torch  # only now, the config having passed its checks
+
+    from posenc_exp.replicas import write_replica_dir
+
     torch.set_num_threads(thread_budget(cfg))
     started = time.perf_counter()
     datamodule, module, trainer = build(cfg)
@@ -219,6 +234,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def log_run_hparams(cfg: DictConfig, datamodule: Any, module: PosEncModule, trainer: L.Trainer) -> None:
     """The HParams session and Custom Scalars layout of each replica's run (and, with several replicas, of the
     run's own events, which hold their means), with the data's provenance (e.g. a text corpus's fingerprint)."""
+    from posenc_exp.loggers import replica_writers, tensorboard_writer
+    from posenc_exp.replicas import replica_config
+
     provenance = flatten(datamodule.provenance())
     if module.replicas > 1 and (writer := tensorboard_writer(trainer)) is not None:
         log_hparams(writer, {**hparams_of(cfg), **provenance})
@@ -232,6 +250,11 @@ def collect_metrics(
     cfg: DictConfig, datamodule: Any, module: PosEncModule, trainer: L.Trainer, seconds: float
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(the run's metrics.json, each replica's)``; for one replica both are the same run's."""
+    import torch
+
+    from posenc_exp.perplexity import POSITION_LOSS
+    from posenc_exp.replicas import replica_logged, replica_overrides, summary
+
     logged = {k: v.item() for k, v in trainer.callback_metrics.items()}
     common: dict[str, Any] = {
         "val_loss_floor": module.loss_floor,
@@ -321,6 +344,23 @@ def _hydra_main(cfg: DictConfig) -> float:
         raise
 
 
+HELP_FLAGS = ("--help", "-h")
+
+
+def print_help(cfg: DictConfig, overrides: list[str]) -> None:
+    """``--help``: Hydra's help text (its ``hydra.help`` header and footer, the config groups, the config ``cfg``
+    composed with ``overrides``), without Hydra's own listing, which copies its whole config repository once for
+    each of the 141 groups it walks (Hydra's and the schemas' included): about 1 s on the 2-core machine, more
+    than the rest of the start-up. The groups are listed as users choose them: no ``schema/...``, no ``_`` bases."""
+    groups = "\n".join(f"{group}: {', '.join(options)}" for group, options in config_groups(overrides).items())
+    config = OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}, resolve=False)
+    print(
+        f"{cfg.hydra.help.header}\n== Configuration groups ==\nCompose your configuration from those groups "
+        f"(group=option)\n\n{groups}\n\n\n== Config ==\nOverride anything in the config (foo.bar=value)\n\n"
+        f"{config}\n\n{cfg.hydra.help.footer}\n"
+    )
+
+
 def main() -> None:
     """Check the command line (renamed keys, group choices, sweeper plugins, every override, the run directory)
     and refuse a bad one in one line, exit code 2, before Hydra makes a directory; then run Hydra's entry point."""
@@ -330,6 +370,10 @@ def main() -> None:
         check_renamed(args)
         check_group_choices(args)
         check_sweeper_plugins(args)
+        if any(arg in HELP_FLAGS for arg in args):  # the overrides checked as for a run, then the help
+            overrides = [arg for arg in args if not arg.startswith("-")]
+            print_help(check_overrides(overrides), overrides)
+            return
         if (composed := check_overrides(args)) is not None:
             check_output_dir(composed, multirun=any(arg in ("-m", "--multirun") for arg in args))
     except ConfigError as error:

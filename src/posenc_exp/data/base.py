@@ -19,8 +19,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from posenc_exp.checks import require_int
-from posenc_exp.errors import ConfigError
+from posenc_exp.schemas.data import SyntheticSpec
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -160,7 +159,7 @@ class FreshBatches:
             yield [x for x, _ in batches], [y for _, y in batches]
 
 
-class SyntheticDataModule(L.LightningDataModule):
+class SyntheticDataModule(L.LightningDataModule, SyntheticSpec):
     """A generated, seeded, in-memory task.
 
     Subclasses implement :meth:`generate`, returning ``{"train": (x, y), "val": (x, y), ...}``; :meth:`setup`
@@ -172,8 +171,6 @@ class SyntheticDataModule(L.LightningDataModule):
     several lengths (``posenc_exp.data.lengths``) have one validation loader per length.
     """
 
-    task: str = "regression"  # "regression": scalar targets, MSE; "tokens": per-position token targets;
-    # "lm": language modelling, every position a next-token target (loss, bits per byte, perplexity)
     vocab_size: int | None = None  # token tasks: the number of token ids
 
     @property
@@ -198,24 +195,6 @@ class SyntheticDataModule(L.LightningDataModule):
     def replicate(self, seeds: list[int]) -> None:
         """One data set per replica, generated and shuffled with ``seeds[r]`` (before :meth:`setup`)."""
         self.seeds = list(seeds)
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        """The ``data`` config's ranges, each as a ``ConfigError`` naming the key; subclasses add their own
-        (and call this). Called on the resolved config before anything is built or written."""
-        require_int("data.batch_size", data.batch_size, 1)
-        require_int("data.chunk_steps", data.chunk_steps, 1)
-        require_int("data.seed", data.seed, 0, 2**32 - 1)
-
-    @classmethod
-    def check_causal(cls, data: Any, causal: Any, name: str) -> None:
-        """A ``ConfigError`` when the task cannot be learnt by a model with ``model.causal=causal`` (``name``: the
-        option, e.g. ``data=copy``): token and language-modelling tasks are trained with teacher forcing (the
-        answer tokens are inputs), so a position must not see the next; subclasses with other formats override."""
-        if cls.task in ("tokens", "lm") and causal is not True:
-            raise ConfigError(
-                f"{name} is trained with teacher forcing (the answer tokens are inputs) and needs model.causal=true"
-            )
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         raise NotImplementedError

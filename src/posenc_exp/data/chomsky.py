@@ -40,28 +40,37 @@ seeded from the task's generator, as the paper does.
 from __future__ import annotations
 
 import random
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from posenc_exp.checks import require_choice, require_int
 from posenc_exp.data.base import FreshBatches
 from posenc_exp.data.lengths import LengthGeneralizationTask
 from posenc_exp.data.tokens import FIRST_SYMBOL, IGNORE, PAD, SEP
-from posenc_exp.errors import ConfigError
+from posenc_exp.schemas.data import (  # torch-free: the tasks' alphabets, answer lengths and checks
+    BinaryAdditionSpec,
+    BucketSortSpec,
+    ChomskySpec,
+    CycleNavigationSpec,
+    DuplicateStringSpec,
+    EvenPairsSpec,
+    MissingDuplicateSpec,
+    ModularArithmeticBracketsSpec,
+    ModularArithmeticSpec,
+    OddsFirstSpec,
+    ParitySpec,
+    ReverseStringSpec,
+    StackManipulationSpec,
+)
 
-FORMATS = ("encoder", "causal")
 
-
-class ChomskyTask(LengthGeneralizationTask):
+class ChomskyTask(LengthGeneralizationTask, ChomskySpec):
     """A task of the module docstring; subclasses set ``alphabet`` and ``level`` and implement
-    :meth:`string_and_answer` (and :meth:`answer_length` when the answer is not one token)."""
+    :meth:`string_and_answer` (and :meth:`answer_length` when the answer is not one token): the first three
+    (and the config checks) on their torch-free spec in :mod:`posenc_exp.schemas.data`, which they inherit."""
 
-    task = "tokens"
     scored = True  # logs val/score (posenc_exp.module)
-    alphabet: ClassVar[tuple[str, ...]] = ()
-    level: ClassVar[str] = ""
 
     def __init__(self, format: str, vocab_size: int, **task: Any) -> None:
         super().__init__(**task)
@@ -75,43 +84,6 @@ class ChomskyTask(LengthGeneralizationTask):
     def tokens(cls, symbols: str, values: Tensor) -> Tensor:
         """``values`` (indices into the run of consecutive symbols starting at ``symbols``) as token ids."""
         return values + cls.token(symbols)
-
-    @staticmethod
-    def answer_length(n: int) -> int:
-        """Tokens of the answer to ``n`` input tokens."""
-        return 1
-
-    @classmethod
-    def input_length(cls, n: int) -> int:
-        """Both formats feed ``n + answer_length(n)`` positions (causal: ``n + 1 + A - 1``)."""
-        return n + cls.answer_length(n)
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        super().check_config(data)
-        require_choice("data.format", data.format, FORMATS)
-        vocab = FIRST_SYMBOL + len(cls.alphabet)
-        require_int("data.vocab_size", data.vocab_size, vocab, vocab, f"{vocab} (PAD, SEP and the task's symbols)")
-
-    @classmethod
-    def train_positions(cls, data: Any) -> int:
-        """One chunk of fresh mini-batches at the longest training length (nothing else is kept)."""
-        return min(data.n_train, data.chunk_steps * data.batch_size) * cls.input_length(data.length)
-
-    @classmethod
-    def check_causal(cls, data: Any, causal: Any, name: str) -> None:
-        if data.get("format") not in FORMATS:
-            require_choice("data.format", data.get("format"), FORMATS)
-        if data.format == "causal" and causal is not True:
-            raise ConfigError(
-                f"{name} with data.format=causal is trained with teacher forcing (the answer tokens are inputs) "
-                "and needs model.causal=true (or data.format=encoder with model.causal=false)"
-            )
-        if data.format == "encoder" and causal is not False:
-            raise ConfigError(
-                f"{name} with data.format=encoder reads the answer from output positions that attend to the whole "
-                "input and needs model.causal=false (or data.format=causal with model.causal=true)"
-            )
 
     @classmethod
     def terminated(cls, bits: Tensor, start: Tensor, length: Tensor, width: int) -> Tensor:
@@ -161,12 +133,9 @@ def binary(count: int, n: int, generator: torch.Generator) -> Tensor:
     return torch.randint(0, 2, (count, n), generator=generator)
 
 
-class EvenPairs(ChomskyTask):
+class EvenPairs(ChomskyTask, EvenPairsSpec):
     """Regular. A string over ``{a, b}``; the answer is whether the number of ``ab`` and ``ba`` pairs is even
     (``1``) or odd (``0``): even exactly when the first and last symbols are equal (Delétang et al. 2023)."""
-
-    alphabet = ("a", "b", "0", "1")
-    level = "regular"
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         bits = binary(count, n, generator)
@@ -174,24 +143,18 @@ class EvenPairs(ChomskyTask):
         return self.tokens("a", bits), self.tokens("0", even)
 
 
-class Parity(ChomskyTask):
+class Parity(ChomskyTask, ParitySpec):
     """Regular. A binary string; the answer is the number of ``1`` s modulo 2 (Delétang et al. 2023,
     "parity check")."""
-
-    alphabet = ("0", "1")
-    level = "regular"
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         bits = binary(count, n, generator)
         return self.tokens("0", bits), self.tokens("0", bits.sum(dim=1, keepdim=True) % 2)
 
 
-class CycleNavigation(ChomskyTask):
+class CycleNavigation(ChomskyTask, CycleNavigationSpec):
     """Regular. Actions ``left`` (-1), ``stay`` (0), ``right`` (+1) on a cycle of 5 positions, starting at 0;
     the answer is the final position ``Σ move mod 5`` (Delétang et al. 2023)."""
-
-    alphabet = ("left", "stay", "right", "0", "1", "2", "3", "4")
-    level = "regular"
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         actions = torch.randint(0, 3, (count, n), generator=generator)
@@ -202,13 +165,10 @@ class CycleNavigation(ChomskyTask):
 MODULUS = 5
 
 
-class ModularArithmetic(ChomskyTask):
+class ModularArithmetic(ChomskyTask, ModularArithmeticSpec):
     """Regular. An expression ``d_0 o_1 d_1 .. o_k d_k`` of digits ``d_i ∈ {0..4}`` and operators ``o_i ∈
     {+, -, *}`` (uniform), ``* `` binding tighter than ``+ -``; the answer is its value modulo 5. The string has odd
     length: ``n``, or ``n - 1`` for even ``n`` (Delétang et al. 2023, "modular arithmetic (simple)")."""
-
-    alphabet = ("0", "1", "2", "3", "4", "+", "-", "*")
-    level = "regular"
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         k = (n - 1) // 2  # operators
@@ -226,33 +186,19 @@ class ModularArithmetic(ChomskyTask):
         return string, self.tokens("0", value[:, None])
 
 
-class ReverseString(ChomskyTask):
+class ReverseString(ChomskyTask, ReverseStringSpec):
     """Context-free. A binary string ``s_1 .. s_n``; the answer is ``s_n .. s_1`` (Delétang et al. 2023)."""
-
-    alphabet = ("0", "1")
-    level = "context-free"
-
-    @staticmethod
-    def answer_length(n: int) -> int:
-        return n
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         string = self.tokens("0", binary(count, n, generator))
         return string, string.flip(1)
 
 
-class StackManipulation(ChomskyTask):
+class StackManipulation(ChomskyTask, StackManipulationSpec):
     """Context-free. A binary stack (given bottom to top, ``s ~ Uniform{1..n-1}`` symbols; all ``n`` for ``n =
     1``) followed by ``n - s`` actions ``POP``, ``PUSH0``, ``PUSH1`` (uniform; ``POP`` on an empty stack does
     nothing); the answer is the final stack top to bottom, then ``END``, padded to ``n + 1`` tokens with
     unscored positions (Delétang et al. 2023)."""
-
-    alphabet = ("0", "1", "POP", "PUSH0", "PUSH1", "END")
-    level = "context-free"
-
-    @staticmethod
-    def answer_length(n: int) -> int:
-        return n + 1
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         size = torch.randint(1, max(2, n), (count, 1), generator=generator) if n > 1 else torch.ones(count, 1)
@@ -270,14 +216,11 @@ class StackManipulation(ChomskyTask):
         return string, self.terminated(stack.flip(1), n - height, height, n + 1)
 
 
-class ModularArithmeticBrackets(ChomskyTask):
+class ModularArithmeticBrackets(ChomskyTask, ModularArithmeticBracketsSpec):
     """Context-free. A bracketed expression of exactly ``n`` tokens over digits ``0..4``, ``+``, ``-`` (also
     unary), ``(``, ``)``; the answer is its value modulo 5. Grammar (Delétang et al. 2023): ``n = 1: d``; ``2:
     -d``; ``3: (d)``; ``4: (-d)``; else ``(E_l o E_r)`` with ``l ~ Uniform{1..n-4}``, ``r = n - 3 - l``, ``o`` in
     ``{+, -}``."""
-
-    alphabet = ("0", "1", "2", "3", "4", "+", "-", "(", ")")
-    level = "context-free"
 
     def expression(self, n: int, rng: random.Random) -> tuple[list[str], int]:
         if n <= 4:
@@ -297,28 +240,18 @@ class ModularArithmeticBrackets(ChomskyTask):
         return string, torch.tensor([[self.token(str(value))] for _, value in examples])
 
 
-class DuplicateString(ChomskyTask):
+class DuplicateString(ChomskyTask, DuplicateStringSpec):
     """Context-sensitive. A binary string ``w``; the answer is ``w w`` (Delétang et al. 2023)."""
-
-    alphabet = ("0", "1")
-    level = "context-sensitive"
-
-    @staticmethod
-    def answer_length(n: int) -> int:
-        return 2 * n
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         string = self.tokens("0", binary(count, n, generator))
         return string, string.repeat(1, 2)
 
 
-class MissingDuplicate(ChomskyTask):
+class MissingDuplicate(ChomskyTask, MissingDuplicateSpec):
     """Context-sensitive. ``w w`` for a binary ``w`` of ``n // 2`` symbols with one symbol (uniform position)
     replaced by ``MISSING``, then ``EMPTY`` when ``n`` is odd; the answer is the replaced symbol. For ``n = 1``
     the string is ``1`` and the answer ``1`` (Delétang et al. 2023, "missing duplicate")."""
-
-    alphabet = ("0", "1", "MISSING", "EMPTY")
-    level = "context-sensitive"
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         if n == 1:
@@ -331,34 +264,20 @@ class MissingDuplicate(ChomskyTask):
         return torch.cat([string, torch.full((count, n % 2), self.token("EMPTY"))], dim=1), answer
 
 
-class OddsFirst(ChomskyTask):
+class OddsFirst(ChomskyTask, OddsFirstSpec):
     """Context-sensitive. A binary string ``s_1 .. s_n``; the answer is ``s_1 s_3 s_5 .. s_2 s_4 ..`` (the paper's
     definition, Delétang et al. 2023; its code emits the even positions first, the same task mirrored)."""
-
-    alphabet = ("0", "1")
-    level = "context-sensitive"
-
-    @staticmethod
-    def answer_length(n: int) -> int:
-        return n
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         string = self.tokens("0", binary(count, n, generator))
         return string, torch.cat([string[:, 0::2], string[:, 1::2]], dim=1)
 
 
-class BinaryAddition(ChomskyTask):
+class BinaryAddition(ChomskyTask, BinaryAdditionSpec):
     """Context-sensitive. ``a + b`` with ``a``, ``b`` little-endian binary numbers of ``l ~ Uniform{1..n-2}`` and
     ``n - 1 - l`` digits, each uniform in ``1 .. 2^digits - 1``; the answer is ``a + b`` little-endian without
     trailing zeros, then ``END``, padded to ``n + 1`` tokens with unscored positions. For ``n <= 2`` the string is
     one number, uniform in ``0 .. 2^n - 2``, and the answer that number (``0`` for zero) (Delétang et al. 2023)."""
-
-    alphabet = ("0", "1", "+", "END")
-    level = "context-sensitive"
-
-    @staticmethod
-    def answer_length(n: int) -> int:
-        return n + 1
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         index = torch.arange(n)
@@ -390,16 +309,9 @@ class BinaryAddition(ChomskyTask):
         return bits
 
 
-class BucketSort(ChomskyTask):
+class BucketSort(ChomskyTask, BucketSortSpec):
     """Context-sensitive. A string over 5 ordered symbols; the answer is the string sorted in increasing order
     (Delétang et al. 2023)."""
-
-    alphabet = ("0", "1", "2", "3", "4")
-    level = "context-sensitive"
-
-    @staticmethod
-    def answer_length(n: int) -> int:
-        return n
 
     def string_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         string = self.tokens("0", torch.randint(0, 5, (count, n), generator=generator))

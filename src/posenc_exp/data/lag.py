@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posenc_exp.checks import require_int
 from posenc_exp.data.lengths import WindowTask
+from posenc_exp.schemas.data import LagSpec
 
 
-class LagWindows(WindowTask):
+class LagWindows(WindowTask, LagSpec):
     """Windows ``x in R^n`` with ``x_i ~ N(0, 1)`` i.i.d.; the target is the value ``k`` steps back from the
     end of the window, ``y = x_{n-k+1}`` (1-based: ``k = 1`` is the last value, ``k = n`` the first).
 
@@ -23,11 +23,6 @@ class LagWindows(WindowTask):
     def __init__(self, lag: int, **task: Any) -> None:
         super().__init__(**task)
         self.lag = lag
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        super().check_config(data)
-        require_int("data.lag", data.lag, 1, data.length, f"an integer, 1 <= lag <= data.length={data.length}")
 
     def sample(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x = torch.randn(count, n, generator=generator)

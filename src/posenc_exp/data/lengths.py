@@ -8,24 +8,17 @@ in increasing order. The validation loss at ``L`` is the run's ``val/loss``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from posenc_exp.checks import is_number, require_int, require_memory
 from posenc_exp.data.base import ChunkedBatches, SyntheticDataModule
-from posenc_exp.errors import ConfigError
+from posenc_exp.schemas.data import LengthsSpec, eval_lengths  # torch-free (eval_lengths: exported here too)
 
 
-def eval_lengths(length: int, factors: Sequence[float]) -> list[int]:
-    """``sorted({L} | {floor(f L + 1/2) for f in factors})``, each at least 1."""
-    return sorted({length, *(max(1, math.floor(f * length + 0.5)) for f in factors)})
-
-
-class LengthGeneralizationTask(SyntheticDataModule):
+class LengthGeneralizationTask(SyntheticDataModule, LengthsSpec):
     """A generated task with a training split and one validation split per evaluation length.
 
     Subclasses implement :meth:`sample` (``count`` examples of length ``n``) and may override
@@ -39,42 +32,6 @@ class LengthGeneralizationTask(SyntheticDataModule):
         self.length = length
         self.eval_factors = list(eval_factors)
         self.n_train, self.n_val = n_train, n_val
-
-    @staticmethod
-    def input_length(n: int) -> int:
-        """Length of the model's input for an example of ``n`` items."""
-        return n
-
-    @classmethod
-    def longest_input(cls, length: int, factors: Sequence[float]) -> int:
-        """The longest input over the evaluation lengths: what ``data.max_positions`` defaults to."""
-        return cls.input_length(max(eval_lengths(length, factors)))
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        """``length``, ``n_train``, ``n_val`` >= 1, finite ``eval_factors`` > 0, and the splits in memory: their
-        inputs and targets, 8 bytes a position (int64 tokens; float32 windows need less). Subclasses add their
-        own checks (and call this)."""
-        super().check_config(data)
-        require_int("data.length", data.length, 1)
-        factors = list(data.eval_factors)
-        if not factors or not all(is_number(f) and math.isfinite(f) and f > 0 for f in factors):
-            raise ConfigError(
-                f"data.eval_factors={factors} is not allowed: expected a non-empty list of finite factors > 0"
-            )
-        if "n_train" not in data:  # a task that reads its examples from elsewhere (data=text) sizes them itself
-            return
-        require_int("data.n_train", data.n_train, 1)
-        require_int("data.n_val", data.n_val, 1)
-        lengths = eval_lengths(data.length, factors)
-        positions = cls.train_positions(data) + data.n_val * sum(map(cls.input_length, lengths))
-        keys = f"data.n_train={data.n_train} data.n_val={data.n_val} data.length={data.length}"
-        require_memory(f"{keys} data.eval_factors={factors}", 2 * 8 * positions, "the training and validation splits")
-
-    @classmethod
-    def train_positions(cls, data: Any) -> int:
-        """The positions of the training data held in memory at once: the whole training split."""
-        return data.n_train * cls.input_length(data.length)
 
     @property
     def train_length(self) -> int:

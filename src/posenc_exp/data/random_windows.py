@@ -7,12 +7,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posenc_exp.checks import require_int, require_memory, require_number
 from posenc_exp.data.base import SyntheticDataModule
-from posenc_exp.errors import ConfigError
+from posenc_exp.schemas.data import RandomSpec
 
 
-class RandomWindows(SyntheticDataModule):
+class RandomWindows(SyntheticDataModule, RandomSpec):
     """Sliding windows over ``s_1..s_xlen ~ N(0, 1)`` i.i.d.: ``x_t = s_{t..t+C-1}``, ``y_t = s_{t+C}``.
 
     There are ``xlen - C`` samples (the seed's data). They are assigned to the train and validation splits
@@ -28,31 +27,6 @@ class RandomWindows(SyntheticDataModule):
         self.length = length
         self.xlen = xlen
         self.val_fraction = val_fraction
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        """``length >= 1``, ``xlen >= length + 2``, a ``val_fraction`` in (0, 1) that leaves both splits
-        non-empty, and the series and its windows (``(xlen - C) * C`` float32 values) in memory."""
-        super().check_config(data)
-        require_int("data.length", data.length, 1)
-        length = data.length
-        require_int(
-            "data.xlen",
-            data.xlen,
-            length + 2,
-            allowed=f"an integer >= data.length + 2 = {length + 2} (a window for each split)",
-        )
-        require_number("data.val_fraction", data.val_fraction, 0, 1, "a fraction strictly between 0 and 1")
-        n = data.xlen - length
-        n_val = round(data.val_fraction * n)
-        if not 1 <= n_val < n:
-            raise ConfigError(
-                f"data.val_fraction={data.val_fraction} of the {n} windows (data.xlen - data.length) is "
-                f"{n_val}, leaving the {'validation' if n_val < 1 else 'training'} split empty: expected a "
-                f"fraction that gives both splits at least one window (at least {1 / n:.3g} and at most "
-                f"{1 - 1 / n:.3g} here)"
-            )
-        require_memory(f"data.xlen={data.xlen} data.length={length}", 4 * (data.xlen + 2 * n * length), "the windows")
 
     def generate(self, generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
         series = torch.randn(self.xlen, generator=generator)

@@ -38,11 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posenc_exp.checks import require_memory, require_number
-from posenc_exp.data.lengths import LengthGeneralizationTask, eval_lengths
+from posenc_exp.data.lengths import LengthGeneralizationTask
 from posenc_exp.errors import ConfigError
+from posenc_exp.schemas.data import TextSpec
 
-VOCAB_SIZE = 256  # bytes
+VOCAB_SIZE = TextSpec.vocab_size  # bytes
 _GLOB_CHARS = set("*?[")
 _NOT_STDLIB = ("site-packages", "dist-packages")
 
@@ -127,14 +127,13 @@ def windows(stream: Tensor, n: int) -> tuple[Tensor, Tensor]:
     return stream[:-1].unfold(0, n, n), stream[1:].unfold(0, n, n)
 
 
-class TextBytes(LengthGeneralizationTask):
+class TextBytes(LengthGeneralizationTask, TextSpec):
     """Byte-level language modelling on real text (see the module docstring); ``task = "lm"``.
 
     ``n_train`` and ``n_val`` are not arguments here: after setup they are the number of training windows
     and of validation windows at the training length that the corpus gave.
     """
 
-    task = "lm"
     vocab_size = VOCAB_SIZE
 
     def __init__(
@@ -151,24 +150,6 @@ class TextBytes(LengthGeneralizationTask):
         self.corpus, self.val_fraction = corpus, val_fraction
         self.max_bytes, self.val_bytes = max_bytes, val_bytes
         self.fingerprint: dict[str, Any] = {}
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        """Bytes (``vocab_size`` 256), a ``val_fraction`` in (0, 1), ``max_bytes`` and ``val_bytes`` >= 2, and
-        the validation windows of every evaluation length in memory (8 bytes a position, input and target)."""
-        super().check_config(data)
-        require_number("data.val_fraction", data.val_fraction, 0, 1, "a fraction strictly between 0 and 1")
-        if data.vocab_size != VOCAB_SIZE:
-            raise ConfigError(f"data.vocab_size={data.vocab_size} is not allowed: bytes need exactly {VOCAB_SIZE}")
-        for key in ("max_bytes", "val_bytes"):
-            value = data[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-                raise ConfigError(f"data.{key}={value} is not allowed: expected an integer >= 2 (bytes)")
-        lengths = eval_lengths(data.length, data.eval_factors)
-        require_memory(
-            f"data.val_bytes={data.val_bytes}", 2 * 8 * data.val_bytes * len(lengths), "the validation windows"
-        )
-        require_memory(f"data.max_bytes={data.max_bytes}", 2 * 8 * data.max_bytes, "the training bytes")
 
     def provenance(self) -> dict[str, Any]:
         """``{"corpus": fingerprint}`` (module docstring), for ``metrics.json`` and the HParams tab."""

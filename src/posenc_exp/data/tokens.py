@@ -25,56 +25,29 @@ values from the second half).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from posenc_exp.checks import require_int
-from posenc_exp.data.lengths import LengthGeneralizationTask, eval_lengths
-from posenc_exp.errors import ConfigError
+from posenc_exp.data.lengths import LengthGeneralizationTask
+from posenc_exp.schemas.data import FIRST_SYMBOL, PAD, SEP, RecallSpec, TokensSpec
 
-PAD, SEP, FIRST_SYMBOL = 0, 1, 2
 IGNORE = -100
 
 
-class TokenTask(LengthGeneralizationTask):
+class TokenTask(LengthGeneralizationTask, TokensSpec):
     """The prompt-then-answer format of the module docstring; subclasses implement :meth:`prompt_and_answer`.
 
     ``tokens_per_item`` and ``extra_tokens`` give the model's input length ``tokens_per_item * n +
     extra_tokens`` for ``n`` items.
     """
 
-    task = "tokens"
-    tokens_per_item: ClassVar[int] = 2
-    extra_tokens: ClassVar[int] = 0
-
     def __init__(self, vocab_size: int, min_length: int, **task: Any) -> None:
         super().__init__(**task)
         self.vocab_size = vocab_size
         self.n_symbols = vocab_size - FIRST_SYMBOL
         self.min_length = min_length
-
-    @classmethod
-    def input_length(cls, n: int) -> int:
-        return cls.tokens_per_item * n + cls.extra_tokens
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        super().check_config(data)
-        require_int(
-            "data.vocab_size",
-            data.vocab_size,
-            FIRST_SYMBOL + 2,
-            allowed=f"an integer >= {FIRST_SYMBOL + 2} (PAD, SEP and at least two symbols)",
-        )
-        require_int(
-            "data.min_length",
-            data.min_length,
-            1,
-            data.length,
-            f"an integer, 1 <= min_length <= data.length={data.length}",
-        )
 
     def symbols(self, count: int, n: int, generator: torch.Generator) -> Tensor:
         """``(count, n)`` symbols drawn uniformly with replacement."""
@@ -130,7 +103,7 @@ class Sort(TokenTask):
         return torch.cat([items, torch.full((count, 1), SEP)], dim=1), items.sort(dim=1).values
 
 
-class AssociativeRecall(TokenTask):
+class AssociativeRecall(TokenTask, RecallSpec):
     """``k_1 v_1 .. k_n v_n SEP q`` -> the value ``v_i`` of the key ``k_i = q``.
 
     Keys are ``n`` distinct symbols from the first ``n_symbols // 2``, values any of the rest, the query
@@ -138,22 +111,9 @@ class AssociativeRecall(TokenTask):
     longest evaluation length must not exceed the number of keys.
     """
 
-    extra_tokens = 2
-
     @property
     def n_keys(self) -> int:
         return self.n_symbols // 2
-
-    @classmethod
-    def check_config(cls, data: Any) -> None:
-        super().check_config(data)
-        n_keys, longest = (data.vocab_size - FIRST_SYMBOL) // 2, max(eval_lengths(data.length, data.eval_factors))
-        if longest > n_keys:
-            raise ConfigError(
-                f"data.vocab_size={data.vocab_size} gives {n_keys} distinct keys, fewer than the {longest} pairs "
-                f"of the longest evaluation (data.length={data.length} x data.eval_factors): raise "
-                f"data.vocab_size to at least {2 * longest + FIRST_SYMBOL}"
-            )
 
     def prompt_and_answer(self, count: int, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         keys = torch.rand(count, self.n_keys, generator=generator).argsort(dim=1)[:, :n] + FIRST_SYMBOL

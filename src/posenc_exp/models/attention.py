@@ -48,18 +48,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from posenc_exp.checks import require_choice, require_int, require_parameters
 from posenc_exp.encodings import PositionalEncoding, sinusoid_table
-from posenc_exp.errors import ConfigError
 from posenc_exp.models.layers import Embedding, LayerNorm, Linear
-
-NORMS = ("pre", "post", "none")
+from posenc_exp.schemas.model import NORMS
 
 
 @dataclass
@@ -272,25 +268,6 @@ class AttentionStack(nn.Module):
             block.attention.layer = index
         self.final_norm = LayerNorm(d_model) if norm == "pre" else nn.Identity()
         self.readout = Linear(d_model, 1 if vocab_size is None else vocab_size)
-
-    @classmethod
-    def check_config(cls, model: Any) -> None:
-        """Sizes >= 1, ``n_heads`` dividing ``d_model``, a known ``norm``, and the weights in memory:
-        per layer ``4 d^2 + 4 d`` (attention) + ``2 r d^2 + (r + 1) d`` (MLP of ratio ``r``) + ``4 d`` (norms),
-        plus the embedding and read-out (``2 V d + V`` for ``V`` tokens, ``3 d + 1`` for scalars)."""
-        for key in ("d_model", "n_heads", "depth", "mlp_ratio"):
-            require_int(f"model.{key}", model[key], 1)
-        require_choice("model.norm", model.norm, NORMS)
-        d, heads, vocab = model.d_model, model.n_heads, model.vocab_size
-        if d % heads:
-            raise ConfigError(f"model.n_heads={heads} does not divide model.d_model={d}")
-        if vocab is not None:
-            require_int("model.vocab_size", vocab, 1, allowed="an integer >= 1, or null for scalar inputs")
-        r = model.mlp_ratio if model.mlp else 0
-        layer = 4 * d * d + 4 * d + 2 * r * d * d + (r + 1) * d * (r > 0) + 4 * d
-        ends = 2 * vocab * d + vocab if vocab is not None else 3 * d + 1
-        keys = f"model.d_model={d} model.depth={model.depth} model.mlp_ratio={model.mlp_ratio} model.vocab_size={vocab}"
-        require_parameters(keys, model.depth * layer + ends)
 
     def embed_input(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
         """Scalars or token ids ``(R or 1, B, L)`` -> ``(R, B, L, d_model)``, with an input encoding added at

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from posenc_exp.checks import require_int, require_parameters
 from posenc_exp.encodings import NoPE, PositionalEncoding
 from posenc_exp.models.layers import Linear
 
@@ -19,7 +17,8 @@ class FeedForward(nn.Module):
     The encoding is redundant with the first bias (the "bias identity"):
     ``W1 (x + p) + b1 = W1 x + (W1 p + b1)``, so :meth:`fold_encoding` returns an equivalent network
     without an encoding. Only input-acting encodings of width 1 fit this model. Every weight has a leading
-    replica axis (``posenc_exp.models.layers``).
+    replica axis (``posenc_exp.models.layers``). Its config's checks are its schema's
+    (``posenc_exp.schemas.model.FeedForward``).
     """
 
     def __init__(self, length: int, n_hidden: int, encoding: PositionalEncoding) -> None:
@@ -33,14 +32,6 @@ class FeedForward(nn.Module):
         self.encoding = encoding
         self.hidden = Linear(length, n_hidden)
         self.out = Linear(n_hidden, 1)
-
-    @classmethod
-    def check_config(cls, model: Any) -> None:
-        """``length`` and ``n_hidden`` >= 1, and the ``L * H + 2 H + 1`` weights in memory."""
-        require_int("model.length", model.length, 1)
-        require_int("model.n_hidden", model.n_hidden, 1)
-        keys = f"model.n_hidden={model.n_hidden} model.length={model.length}"
-        require_parameters(keys, (model.length + 2) * model.n_hidden + 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(R or 1, batch, length)`` -> ``(R, batch)``."""

@@ -8,6 +8,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from posenc_exp.checks import is_int, require_choice, require_int
+from posenc_exp.errors import ConfigError
+
 
 @dataclass
 class BestCheckpoint:
@@ -23,8 +26,6 @@ class BestCheckpoint:
 
     @classmethod
     def check_config(cls, config: Any, key: str = "callbacks.model_checkpoint") -> None:
-        from posenc_exp.checks import require_choice, require_int
-
         require_choice(f"{key}.mode", config.mode, ("min", "max"))
         require_int(f"{key}.save_top_k", config.save_top_k, -1, allowed="an integer >= -1 (-1: every epoch)")
 
@@ -41,28 +42,51 @@ class LastCheckpoint:
 
     @classmethod
     def check_config(cls, config: Any, key: str = "callbacks.last_checkpoint") -> None:
-        from posenc_exp.checks import require_int
-
+        """``every_n_epochs`` >= 1."""
         require_int(f"{key}.every_n_epochs", config.every_n_epochs, 1)
 
 
 @dataclass
 class EncodingSnapshot:
+    """``posenc_exp.callbacks.EncodingSnapshot``."""
+
     _target_: str = MISSING
     history_pixels: list[int] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
     image_every_n_epochs: int = MISSING
+
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.encoding_snapshot") -> None:
+        """``history_pixels``: ``[height, width]``, two integers >= 16; ``image_every_n_epochs`` >= 1."""
+        pixels = list(config.get("history_pixels", [16, 16]))
+        if len(pixels) != 2 or not all(is_int(p) and p >= 16 for p in pixels):
+            raise ConfigError(
+                f"{key}.history_pixels={pixels} is not allowed: expected [height, width], two integers >= 16"
+            )
+        require_int(f"{key}.image_every_n_epochs", config.get("image_every_n_epochs", 1), 1)
 
 
 @dataclass
 class PositionPerplexity:
     _target_: str = MISSING
 
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.position_perplexity") -> None:
+        """Nothing beyond the types: no keys."""
+
 
 @dataclass
 class AttentionPatterns:
+    """``posenc_exp.callbacks.AttentionPatterns``."""
+
     _target_: str = MISSING
     n_examples: int = MISSING
     head_pixels: int = MISSING
+
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.attention_patterns") -> None:
+        """``n_examples`` >= 1, ``head_pixels`` >= 16."""
+        require_int(f"{key}.n_examples", config.n_examples, 1)
+        require_int(f"{key}.head_pixels", config.head_pixels, 16)
 
 
 @dataclass
@@ -74,15 +98,20 @@ class ProgressBar:
 
     @classmethod
     def check_config(cls, config: Any, key: str = "callbacks.progress_bar") -> None:
-        from posenc_exp.checks import require_int
-
         require_int(f"{key}.refresh_rate", config.refresh_rate, 0, allowed="an integer >= 0 (0: no bar)")
 
 
 @dataclass
 class Diagnostics:
+    """``posenc_exp.diagnostics.Diagnostics``."""
+
     _target_: str = MISSING
     n_examples: int = MISSING
+
+    @classmethod
+    def check_config(cls, config: Any, key: str = "callbacks.diagnostics") -> None:
+        """``n_examples`` >= 1."""
+        require_int(f"{key}.n_examples", config.n_examples, 1)
 
 
 SCHEMAS = {
