@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from posenc_exp import CONFIG_DIR
@@ -149,3 +150,17 @@ def tensorboard_server(logdir: Path, runs: set[str], log: Path) -> Iterator[str]
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def attention_three_ways(model: Any, x: Any) -> Any:
+    """Run an ``AttentionStack`` through SDPA, through the explicit attention (with internals) and by hand
+    (``use_sdpa`` off), assert the three outputs agree, and return the internals."""
+    with torch.no_grad():
+        fused = model(x)
+        explicit, internals = model(x, return_internals=True)
+        for block in model.blocks:
+            block.attention.use_sdpa = False
+        by_hand = model(x)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused, by_hand, atol=1e-5, rtol=1e-5)
+    return internals

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from helpers import attention_three_ways
 
 from posenc_exp.encodings import ALiBi, NoPE, RoPE, T5Bias
 from posenc_exp.models import AttentionStack
@@ -60,14 +61,7 @@ ENCODINGS = {
 @pytest.mark.parametrize(("name", "causal"), itertools.product(ENCODINGS, [False, True]))
 def test_sdpa_and_hand_written_attention_agree_with_softmax(name: str, causal: bool) -> None:
     model, x = token_model(causal, ENCODINGS[name](causal)), tokens()
-    with torch.no_grad():
-        fused = model(x)
-        explicit, internals = model(x, return_internals=True)
-        for block in model.blocks:
-            block.attention.use_sdpa = False
-        by_hand = model(x)
-    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fused, by_hand, atol=1e-5, rtol=1e-5)
+    internals = attention_three_ways(model, x)
     probabilities = internals.attention[0]
     torch.testing.assert_close(probabilities.sum(-1), torch.ones(probabilities.shape[:-1]))
     if causal:
