@@ -151,9 +151,8 @@ class ALiBi(Encoding):
 
     @classmethod
     def check_config(cls, encoding: Any) -> None:
-        """``n_heads`` and ``max_positions`` >= 1."""
-        require_int("encoding.n_heads", encoding.n_heads, 1)
-        require_int("encoding.max_positions", encoding.max_positions, 1)
+        """``n_heads`` and ``max_positions`` >= 1 (:func:`check_bias`)."""
+        check_bias(encoding)
 
 
 @dataclass
@@ -218,8 +217,7 @@ class XPos(Encoding):
 
 
 def check_bias(encoding: Any) -> None:
-    """What every learned bias family of ``posenc_exp.recent_encodings`` checks: ``n_heads`` and
-    ``max_positions`` >= 1."""
+    """What every bias family checks: ``n_heads`` and ``max_positions`` >= 1."""
     require_int("encoding.n_heads", encoding.n_heads, 1)
     require_int("encoding.max_positions", encoding.max_positions, 1)
 
