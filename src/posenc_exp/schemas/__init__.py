@@ -74,13 +74,22 @@ def check_target(node: DictConfig, key: str) -> None:
             continue
         if module not in sys.modules:
             return  # it exists; the class in it is looked up when it is built
-        found: Any = sys.modules[module]
-        for attribute in parts[i:]:
-            found = getattr(found, attribute, None)
-        if isinstance(found, type):
+        if class_in(sys.modules[module], parts[i:]) is not None:
             return
         break
-    raise ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
+    raise not_a_class(key, target)
+
+
+def class_in(module: Any, names: list[str]) -> type | None:
+    """The class ``module.<names[0]>.<names[1]>...``, or ``None`` where there is none."""
+    found = module
+    for name in names:
+        found = getattr(found, name, None)
+    return found if isinstance(found, type) else None
+
+
+def not_a_class(key: str, target: str) -> ConfigError:
+    return ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
 
 
 def module_spec(name: str) -> importlib.machinery.ModuleSpec | None:
@@ -122,15 +131,13 @@ def target_class(node: DictConfig, key: str) -> type:
     parts = target.split(".")
     for i in range(len(parts), 0, -1):
         try:
-            found: Any = importlib.import_module(".".join(parts[:i]))
+            module = importlib.import_module(".".join(parts[:i]))
         except ImportError:
             continue
-        for attribute in parts[i:]:
-            found = getattr(found, attribute, None)
-        if isinstance(found, type):
+        if (found := class_in(module, parts[i:])) is not None:
             return found
         break
-    raise ConfigError(f"{key}._target_={target} is not allowed: expected an importable class, package.module.Class")
+    raise not_a_class(key, target)
 
 
 register()
