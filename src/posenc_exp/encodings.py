@@ -134,7 +134,7 @@ class AbsoluteTable(PositionalEncoding):
                 f"from data.max_positions) and cannot encode a sequence of length {length}; raise data.max_positions "
                 "or use an encoding without a trained table (sinusoidal, rope, alibi, t5, none)"
             )
-        return self.table[:, :length]
+        return self.table if length == self.table.shape[1] else self.table[:, :length]
 
     def rows_at(self, positions: Tensor) -> Tensor:
         """The rows at integer ``positions`` ``(R or 1, length)``: ``(R or 1, length, d_model)``. Positions must

@@ -89,6 +89,7 @@ class PosEncModule(L.LightningModule):
         self.replicas, self.seed = replicas, seed
         self.net: nn.Module = build_net(net, replicas, seed)
         self.register_buffer("alive", torch.ones(replicas, dtype=torch.bool))
+        self.everyone = True  # alive.all(), kept on the host: set by drop_non_finite and on_load_checkpoint
         self.encoding_initial: Tensor | None = None
         self.task, self.loss_floor = task, loss_floor
         self.train_length = train_length
@@ -118,7 +119,7 @@ class PosEncModule(L.LightningModule):
                 prediction.flatten(0, -2), target.flatten(), ignore_index=IGNORE, reduction="none"
             ).view(target.shape[0], -1)
             return per_token.sum(dim=1) / (target != IGNORE).flatten(1).sum(dim=1)
-        return (prediction - target).square().flatten(1).mean(dim=1)
+        return nn.functional.mse_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
 
     def log_replicas(self, name: str, values: Tensor, **kwargs: Any) -> None:
         """Log ``name`` as the mean over the finite replicas and, with several replicas, each replica's value."""
@@ -134,6 +135,15 @@ class PosEncModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.encoding_initial is None:
             self.encoding_initial = self.net.encoding.snapshot()
+
+    def on_train_epoch_start(self) -> None:
+        """The last epoch is validated whatever ``trainer.check_val_every_n_epoch`` says (Lightning validates only
+        the multiples of it): ``val_loss`` in ``metrics.json`` is the final model's, and a run shorter than the
+        interval is validated too. Lightning reads the interval at each epoch's end; this sets it to 1 for the last.
+        """
+        trainer = self.trainer
+        if self.current_epoch == trainer.max_epochs - 1:
+            trainer.check_val_every_n_epoch = 1
 
     def plain_steps(self) -> bool:
         """Whether the optimizer steps may skip Lightning's per-step wrappers: one device, full precision, no
@@ -153,14 +163,18 @@ class PosEncModule(L.LightningModule):
         plain = self.plain_steps()
         optimizer = self.optimizers(use_pl_optimizer=not plain)
         backward = Tensor.backward if plain else self.manual_backward
-        total = torch.zeros(self.replicas, device=self.device)
-        for x, y in zip(*chunk, strict=True):
+        total, ones = torch.zeros(self.replicas, device=self.device), torch.ones(self.replicas, device=self.device)
+        # A stacked chunk is unbound once (one operation, not one per step); a sequence of batches is as it is.
+        xs, ys = (chunk[0].unbind(), chunk[1].unbind()) if isinstance(chunk[0], Tensor) else chunk
+        for x, y in zip(xs, ys, strict=True):
             losses = self.loss(self.net(x), y)
             optimizer.zero_grad(set_to_none=True)
-            # A replica that became non-finite is out: its (non-finite) loss no longer reaches the others.
-            backward(torch.where(self.alive, losses, 0.0).sum())
+            # A replica that became non-finite is out: its (non-finite) loss no longer reaches the others. While
+            # every replica is in, the mask is the identity and is skipped. Backward from the replicas' losses with
+            # a gradient of ones is the backward of their sum, an operation less per step.
+            backward(losses if self.everyone else torch.where(self.alive, losses, 0.0), ones)
             optimizer.step()
-            total += losses.detach() * y.shape[1]
+            total.add_(losses.detach(), alpha=y.shape[1])
         if plain:  # what LightningOptimizer.step counts: trainer.global_step, the optimizer steps taken
             self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_by(len(chunk[1]))
         n = sum(y.shape[1] for y in chunk[1])  # a stacked chunk or a sequence of batches of any widths
@@ -179,6 +193,7 @@ class PosEncModule(L.LightningModule):
             )
         dropped = (~torch.isfinite(total) & self.alive).nonzero().flatten().tolist()
         self.alive[dropped] = False
+        self.everyone = False
         seeds = ", ".join(f"{k} (seed={self.seed + k})" for k in dropped)
         print(f"warning: replica {seeds}: training loss became non-finite {where}; the other replicas go on")
 
@@ -249,6 +264,8 @@ class PosEncModule(L.LightningModule):
         the checkpoint's optimizer state, which Lightning restores after this hook: its moments are kept, its
         settings are the ones the resumed run was started with."""
         self.encoding_initial = checkpoint.get("encoding_initial")
+        alive = checkpoint.get("state_dict", {}).get("alive")
+        self.everyone = alive is None or bool(alive.all())
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in self.hparams.optimizer.items()}
         for state in checkpoint.get("optimizer_states", []):
             for group in state.get("param_groups", []):

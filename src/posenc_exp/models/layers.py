@@ -53,12 +53,13 @@ class Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         replicas = self.weight.shape[0]
         x = broadcast_replicas(x, replicas)
-        flat = x.reshape(replicas, -1, self.in_features)
+        # (R, batch, in) as it is; other shapes flattened to it and back (a tiny model pays per operation)
+        flat = x if x.ndim == 3 else x.reshape(replicas, -1, self.in_features)
         if self.bias is None:
             out = torch.bmm(flat, self.weight.transpose(1, 2))
         else:
             out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
-        return out.view(*x.shape[:-1], self.out_features)
+        return out if x.ndim == 3 else out.view(*x.shape[:-1], self.out_features)
 
 
 class LayerNorm(nn.Module):
