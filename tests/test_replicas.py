@@ -171,6 +171,13 @@ def test_a_non_finite_replica_is_dropped_and_the_others_go_on(tmp_path: Path) ->
     for old, parameter in zip(before, module.net.parameters(), strict=True):
         assert torch.isfinite(parameter[0]).all() and not torch.equal(old, parameter[0])
     assert math.isfinite(trainer.callback_metrics["val/loss"].item())  # the mean over the finite replica
+    assert not module.everyone  # the mask on the loss is on from now on
+    trainer.save_checkpoint(tmp_path / "dropped.ckpt")
+    resumed_cfg = fast_in_process(tmp_path / "resumed", "replicas=2", "trainer.max_epochs=3")
+    datamodule, resumed, trainer = build(resumed_cfg)
+    trainer.fit(resumed, datamodule=datamodule, ckpt_path=tmp_path / "dropped.ckpt")
+    assert resumed.alive.tolist() == [True, False] and not resumed.everyone  # a resumed run keeps it out
+    assert all(torch.isfinite(parameter[0]).all() for parameter in resumed.net.parameters())
 
 
 @pytest.mark.slow
