@@ -1,14 +1,16 @@
 """What makes a single run fast keeps its results: optimizer steps without Lightning's per-step wrappers are
 bit-identical to the wrapped ones; last.ckpt every ``every_n_epochs`` epochs and at the last; encoding images
-every ``image_every_n_epochs`` epochs and at the last, histograms every epoch (docs/speed.md)."""
+every ``image_every_n_epochs`` epochs and at the last, histograms every epoch; validation every
+``check_val_every_n_epoch`` epochs and at the last (docs/speed.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
-from helpers import fast_in_process, read_events, train_run
+from helpers import fast_in_process, read_events, read_metrics, train_run
 
 from posenc_exp.config import compose_train
 from posenc_exp.train import build
@@ -75,3 +77,13 @@ def test_images_every_n_epochs_and_at_the_last_histograms_every_epoch(tmp_path: 
     assert [e.step for e in events.Scalars("encoding/distance_from_init")] == list(range(13))
     assert [e.step for e in events.Images("view/encoding/history")] == [0, 10, 12]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 12
+
+
+def test_validation_every_n_epochs_and_at_the_last(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train_run(run_dir, "trainer.max_epochs=13", "trainer.check_val_every_n_epoch=5", "data.batch_size=1000")
+    losses = read_events(run_dir).Scalars("val/loss")
+    assert [e.step for e in losses] == [4, 9, 12]  # Lightning's multiples of 5, and the last epoch
+    assert read_metrics(run_dir)["val_loss"] == pytest.approx(losses[-1].value)  # the final model's
+    best = min(losses, key=lambda e: e.value)
+    assert [p.name for p in (run_dir / "checkpoints").glob("best-*")] == [f"best-epoch{best.step:04d}.ckpt"]

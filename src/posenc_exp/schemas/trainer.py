@@ -38,14 +38,12 @@ class Trainer:
         from posenc_exp.errors import ConfigError
 
         require_int("trainer.max_epochs", config.max_epochs, 1, MAX_EPOCHS)
-        epochs = config.max_epochs
         require_int(
             "trainer.check_val_every_n_epoch",
             config.check_val_every_n_epoch,
             1,
-            epochs,
-            f"an integer, 1 <= check_val_every_n_epoch <= trainer.max_epochs={epochs} (val/loss picks the best "
-            "checkpoint, so validation must run)",
+            MAX_EPOCHS,
+            f"an integer, 1 <= check_val_every_n_epoch <= {MAX_EPOCHS} (validation every n epochs, and at the last)",
         )
         require_int("trainer.log_every_n_steps", config.log_every_n_steps, 1)
         require_int("trainer.num_sanity_val_steps", config.num_sanity_val_steps, -1, allowed="an integer >= -1")
