@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -16,6 +16,9 @@ class Adam:
 
     _target_: str = MISSING
     lr: float = MISSING
+    # torch's implementation: null lets torch choose (the for-loop on the CPU); true, the fused kernel, one call
+    # for every parameter tensor (the same algorithm; its results differ from the for-loop's in the last bits).
+    fused: Optional[bool] = None  # noqa: UP045 - OmegaConf 2.3 reads typing.Optional, not X | None
 
     @classmethod
     def check_config(cls, config: Any) -> None:
