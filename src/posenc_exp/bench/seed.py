@@ -3,8 +3,9 @@
 ``python -m posenc_exp.bench seed`` times two commands as a user runs them, alternating (A B A B):
 
 - A, the framework: ``python -m posenc_exp.train experiment=toy`` (the seed project's settings: 72 training
-  windows of 10 values, batch size 1, 1000 epochs = 72,000 Adam steps at lr 5e-3, a validation pass, a
-  checkpoint and a TensorBoard snapshot per epoch), with its default progress bar and one torch thread;
+  windows of 10 values, batch size 1, 1000 epochs = 72,000 Adam steps at lr 5e-3, the encoding's histogram
+  every epoch, a validation pass and ``last.ckpt`` every 10 epochs, images every 100, and all at the last),
+  with its default progress bar and one torch thread;
 - B, a plain PyTorch loop in the seed project's style (``main.py`` of ``positional-embedding-expt``): a random
   series of 100 values cut into its 90 windows, the encoding vector added to each window, a 10-128-1
   ReLU/tanh network, ``nn.MSELoss``, ``torch.optim.Adam`` at 5e-3, batch size 1 in the windows' order,
