@@ -1,9 +1,10 @@
 """TensorBoard loggers: the run's own, and one per replica (``replica_<k>/``) when a run trains several.
 
-With ``replicas=K > 1`` the LightningModule logs each tag as the mean over the replicas and, for each
-replica ``k``, as ``<tag>/replica_<k>``. The run's logger writes the means; replica ``k``'s logger writes its
-own values under the plain tags into ``<run dir>/replica_<k>/``, so TensorBoard shows every replica as a run
-of its own (overlaid, like seeds), with the same tags as an ordinary run.
+With ``replicas=K > 1`` the LightningModule logs each tag as the mean over the replicas (``self.log``: the run's
+logger writes it) and hands each replica's values to replica ``k``'s logger
+(``PosEncModule.write_replicas``), which writes them under the plain tags into ``<run dir>/replica_<k>/``, so
+TensorBoard shows every replica as a run of its own (overlaid, like seeds), with the same tags as an
+ordinary run.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ def replica_tag_suffix(replica: int) -> str:
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """Lightning's TensorBoardLogger for the run itself: per-replica tags go to the replicas' loggers only."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if "/replica_" not in k}, step)
+    """Lightning's TensorBoardLogger for the run itself (with several replicas: their means)."""
 
 
 class ReplicaLogger(LightningTensorBoardLogger):
@@ -38,9 +36,11 @@ class ReplicaLogger(LightningTensorBoardLogger):
         self.replica = replica
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        suffix = replica_tag_suffix(self.replica)
-        own = {k.removesuffix(suffix): v for k, v in metrics.items() if k.endswith(suffix)}
-        super().log_metrics(own, step)
+        """What Lightning logs is the run's (the means over the replicas): not this replica's."""
+
+    def log_replica(self, metrics: Mapping[str, float], step: int) -> None:
+        """This replica's own values, under the plain tags (from ``PosEncModule.write_replicas``)."""
+        super().log_metrics(metrics, step)
 
     def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
         """The replica's HParams session is written by ``posenc_exp.train`` with its own seed."""
