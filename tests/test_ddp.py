@@ -67,3 +67,20 @@ def test_ddp_inside_multirun_is_refused_before_anything_is_built(tmp_path: Path)
     job = sweep_dir / "0"
     assert (job / "error.txt").exists() and not (job / "metrics.json").exists()
     assert not (job / "checkpoints").exists() and not list(job.glob("events.out*"))
+
+
+@pytest.mark.slow
+def test_ddp_cpu_replicas_match_one_process(tmp_path: Path) -> None:
+    """Each replica's values, averaged over the ranks, are those of one process on the same global batch."""
+    run_cli(*TINY, "replicas=2", "trainer=ddp_cpu", "data.batch_size=4", f"hydra.run.dir={tmp_path / 'ddp'}")
+    run_cli(*TINY, "replicas=2", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
+    for k in range(2):
+        ddp_dir, single_dir = tmp_path / "ddp" / f"replica_{k}", tmp_path / "single" / f"replica_{k}"
+        ddp, single = read_metrics(ddp_dir), read_metrics(single_dir)
+        for key in ("train_loss", "val_loss"):
+            assert ddp[key] == pytest.approx(single[key], abs=1e-5), (k, key)
+        ddp_events, single_events = read_events(ddp_dir), read_events(single_dir)
+        for tag in ("train/loss", "val/loss"):
+            ddp_series, single_series = ddp_events.Scalars(tag), single_events.Scalars(tag)
+            assert [e.step for e in ddp_series] == [e.step for e in single_series] == [0, 1]
+            np.testing.assert_allclose([e.value for e in ddp_series], [e.value for e in single_series], atol=1e-5)
