@@ -1,10 +1,11 @@
 """What makes a single run fast keeps its results: optimizer steps without Lightning's per-step wrappers are
 bit-identical to the wrapped ones; last.ckpt every ``every_n_epochs`` epochs and at the last; encoding images
 every ``image_every_n_epochs`` epochs and at the last, histograms every epoch; validation every
-``check_val_every_n_epoch`` epochs and at the last (docs/speed.md)."""
+``check_val_every_n_epoch`` epochs and at the last (docs/speed.md); and that ``bench replicas`` runs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,7 @@ import pytest
 import torch
 from helpers import fast_in_process, read_events, read_metrics, train_run
 
+from posenc_exp.bench import replicas as bench_replicas
 from posenc_exp.config import compose_train
 from posenc_exp.train import build
 
@@ -87,3 +89,12 @@ def test_validation_every_n_epochs_and_at_the_last(tmp_path: Path) -> None:
     assert read_metrics(run_dir)["val_loss"] == pytest.approx(losses[-1].value)  # the final model's
     best = min(losses, key=lambda e: e.value)
     assert [p.name for p in (run_dir / "checkpoints").glob("best-*")] == [f"best-epoch{best.step:04d}.ckpt"]
+
+
+def test_bench_replicas_times_steps_and_whole_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    bench_replicas.main(
+        ["--models", "toy", "--replicas", "2", "--steps", "2", "--warmup", "1", "--repeats", "1", "--whole-run", "2"]
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["toy"]["ratio_to_one"]) == set(result["whole_run"]["ratio_to_one"]) == {"1", "2"}
+    assert result["whole_run"]["ratio_to_one"]["1"] == 1.0 and result["whole_run"]["ms_per_epoch"]["2"] > 0

@@ -9,7 +9,11 @@ and the median over repeats is reported.
 
 ``ratio(K) = seconds per step with K replicas / seconds per step with 1``: the time K seeds take in one
 process relative to one seed; ``K / ratio`` is the speed-up over training the K seeds one after the other.
-The last line is a JSON object.
+
+``--whole-run EPOCHS`` also times whole runs as ``python -m posenc_exp.train replicas=K data.batch_size=1``
+builds them (``posenc_exp.train.build``, then ``trainer.fit``: validation, logging, checkpoints and snapshots
+included), ``EPOCHS`` epochs each, the K taking turns within each repeat: what the per-epoch work adds to
+the steps. The last line is a JSON object.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--whole-run", type=int, metavar="EPOCHS", help="also time whole runs of this many epochs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     ks = sorted({1, *args.replicas})
@@ -109,7 +114,33 @@ def main(argv: list[str] | None = None) -> None:
                 f"{k:>9} | {row['ms_per_step'][k]:>9.3f} | {row['ratio_to_one'][k]:>10.3f} | "
                 f"{row['speedup_over_sequential'][k]:>25.2f}"
             )
+    if args.whole_run:
+        result["whole_run"] = whole_runs(ks, args.whole_run, args.repeats)
     print(json.dumps({**result, "device": args.device, "threads": args.threads, "steps": args.steps}))
+
+
+def whole_runs(ks: list[int], epochs: int, repeats: int) -> dict[str, dict[int, float]]:
+    """The default run at batch size 1 with ``replicas=K`` for each K, ``epochs`` epochs through the framework
+    (CPU): milliseconds per epoch (median over ``repeats``) and the ratio to one replica."""
+    import tempfile
+
+    from posenc_exp.bench.overhead import compose_config, time_framework
+
+    timings: dict[int, list[float]] = {k: [] for k in ks}
+    with tempfile.TemporaryDirectory(prefix="bench_replicas_") as output_dir:
+        configs = {k: compose_config(1, epochs, output_dir, (f"replicas={k}",)) for k in ks}
+        for _ in range(repeats):
+            for k, cfg in configs.items():
+                timings[k].append(time_framework(cfg)[0] / epochs)
+    epoch = {k: statistics.median(v) for k, v in timings.items()}
+    print(f"whole runs (the default run at batch size 1, {epochs} epochs): median of {repeats}")
+    print(f"{'replicas':>9} | {'ms/epoch':>9} | {'ratio to 1':>10}")
+    for k in ks:
+        print(f"{k:>9} | {1e3 * epoch[k]:>9.1f} | {epoch[k] / epoch[1]:>10.3f}")
+    return {
+        "ms_per_epoch": {k: round(1e3 * v, 2) for k, v in epoch.items()},
+        "ratio_to_one": {k: round(v / epoch[1], 3) for k, v in epoch.items()},
+    }
 
 
 if __name__ == "__main__":
