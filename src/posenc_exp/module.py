@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from posenc_exp.data.tokens import IGNORE
 from posenc_exp.errors import NonFiniteLossError
+from posenc_exp.loggers import ReplicaLogger, replica_tag_suffix
 from posenc_exp.models.layers import broadcast_replicas, stack_replicas
 from posenc_exp.perplexity import lm_metrics
 
@@ -140,8 +141,6 @@ class PosEncModule(L.LightningModule):
         :attr:`replica_logged` (``metrics.json``). One ``(tags, R)`` tensor, averaged over the ranks under DDP,
         and one host sync, where ``R`` calls of ``self.log`` per tag cost about 0.35 ms each (16 replicas: a
         third of a toy epoch)."""
-        from posenc_exp.loggers import ReplicaLogger, replica_tag_suffix
-
         pending, self.pending = self.pending, {}
         if not pending or self.trainer.sanity_checking:
             return
