@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 
 import torch
 from omegaconf import OmegaConf
 
+from posenc_exp.bench.overhead import compose_config, time_framework
 from posenc_exp.config import compose_train
 from posenc_exp.module import PosEncModule
 
@@ -122,10 +124,6 @@ def main(argv: list[str] | None = None) -> None:
 def whole_runs(ks: list[int], epochs: int, repeats: int) -> dict[str, dict[int, float]]:
     """The default run at batch size 1 with ``replicas=K`` for each K, ``epochs`` epochs through the framework
     (CPU): milliseconds per epoch (median over ``repeats``) and the ratio to one replica."""
-    import tempfile
-
-    from posenc_exp.bench.overhead import compose_config, time_framework
-
     timings: dict[int, list[float]] = {k: [] for k in ks}
     with tempfile.TemporaryDirectory(prefix="bench_replicas_") as output_dir:
         configs = {k: compose_config(1, epochs, output_dir, (f"replicas={k}",)) for k in ks}
