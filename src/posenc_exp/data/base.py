@@ -80,7 +80,12 @@ class ChunkedBatches:
         return batches
 
     def __len__(self) -> int:
-        return len(self._batches(0))
+        """The chunks of an epoch, as :meth:`_batches` makes them (Lightning asks at every epoch)."""
+        n = self.x.shape[1]
+        rank, world = _rank_and_world() if self.shard else (0, 1)
+        full = len(range(rank, n // self.batch_size // world * world, world))
+        short = world == 1 and n % self.batch_size > 0
+        return -(-full // self.chunk_steps) + short
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch = self.epoch_of() if self.epoch_of else self.passes
