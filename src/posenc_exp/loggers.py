@@ -1,8 +1,8 @@
 """TensorBoard loggers: the run's own, and one per replica (``replica_<k>/``) when a run trains several.
 
-With ``replicas=K > 1`` the LightningModule logs each tag as the mean over the replicas (``self.log``: the run's
-logger writes it) and hands each replica's values to replica ``k``'s logger
-(``PosEncModule.write_replicas``), which writes them under the plain tags into ``<run dir>/replica_<k>/``, so
+The LightningModule writes its values once per epoch (``PosEncModule.write_logged``): the means over the
+replicas to the run's logger and, with ``replicas=K > 1``, each replica's values to replica ``k``'s logger,
+which writes them under the plain tags into ``<run dir>/replica_<k>/``, so
 TensorBoard shows every replica as a run of its own (overlaid, like seeds), with the same tags as an
 ordinary run.
 """
@@ -39,7 +39,7 @@ class ReplicaLogger(LightningTensorBoardLogger):
         """What Lightning logs is the run's (the means over the replicas): not this replica's."""
 
     def log_replica(self, metrics: Mapping[str, float], step: int) -> None:
-        """This replica's own values, under the plain tags (from ``PosEncModule.write_replicas``)."""
+        """This replica's own values, under the plain tags (from ``PosEncModule.write_logged``)."""
         super().log_metrics(metrics, step)
 
     def log_hyperparams(self, params: Any, metrics: Any = None) -> None:

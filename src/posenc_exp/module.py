@@ -21,6 +21,9 @@ from posenc_exp.perplexity import lm_metrics
 
 # Lightning's hooks around each manual optimizer step: what :meth:`PosEncModule.plain_steps` checks is unused.
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+# How PosEncModule.log_values calls self.log: once per epoch, reduced over the ranks, into trainer.callback_metrics
+# only (PosEncModule.write_logged writes the loggers).
+FOR_CALLBACKS = {"on_step": False, "on_epoch": True, "logger": False, "add_dataloader_idx": False, "sync_dist": True}
 
 
 def build_net(net: dict[str, Any], replicas: int, seed: int) -> nn.Module:
@@ -43,17 +46,24 @@ class PosEncModule(L.LightningModule):
     Replicas: the network holds ``replicas`` models on a leading replica axis (``posenc_exp.models.layers``),
     replica ``k`` initialised as the ordinary run with seed ``seed + k``, all trained by one optimizer step per
     mini-batch on the sum of their losses (each replica's gradient is its own loss's). Every loss and metric
-    is computed per replica, ``(R,)``; the logged ``train/loss``, ``val/<metric>`` are the means over the
-    replicas that are still finite (through ``self.log``), and with ``R > 1`` each replica's value goes under
-    the plain tag to its own TensorBoard run (``replica_<k>/``) and, as ``<tag>/replica_<k>``, to
-    :attr:`replica_logged` (:meth:`write_replicas`). A replica whose training loss becomes non-finite is dropped
-    from the means and reported; the run stops only when none is left.
+    is computed per replica, ``(R,)``; the run's ``train/loss``, ``val/<metric>`` are the means over the
+    replicas that are still finite, and with ``R > 1`` each replica's value goes under the plain tag to its own
+    TensorBoard run (``replica_<k>/``) and, as ``<tag>/replica_<k>``, to :attr:`logged` (:meth:`log_values`,
+    :meth:`write_logged`). A replica whose training loss becomes non-finite is dropped from the means and
+    reported; the run stops only when none is left.
+
+    Logging: every value is written once per epoch, at the epoch as TensorBoard's step, by :meth:`write_logged`
+    (one ``(tags, R)`` tensor, one host sync), not by Lightning's loggers: each ``self.log`` costs about 0.5 ms
+    (Lightning walks and copies the metric's state at every call), and a toy epoch logged eight values, a
+    Chomsky task's over thirty. ``self.log`` (``logger=False``) carries only the values a callback monitors
+    (``callbacks.model_checkpoint.monitor``: ``val/loss``), into ``trainer.callback_metrics`` where Lightning's
+    callbacks read them; every value is in :attr:`logged`.
 
     Training uses manual optimization over a chunk of mini-batches (see ``posenc_exp.data.base``): one
     optimizer step per mini-batch, loss ``MSE(f(x), y)`` for ``task="regression"`` and the token-mean
     cross-entropy over targets other than ``IGNORE`` for ``task="tokens"``. The loss stays on the device
     during the chunk; a single finiteness check per chunk is the only host sync. Under DDP every logged value
-    is reduced over the ranks once, at epoch end (``sync_dist=True`` on epoch-level logs).
+    is averaged over the ranks once, at epoch end.
 
     Validation: one dataloader per length of ``eval_lengths`` (the task's unit: window values or items),
     logged as ``val/<metric>@len=<n>``; the training length ``train_length`` is also logged without the
@@ -100,7 +110,9 @@ class PosEncModule(L.LightningModule):
         self.score = score  # log val/score (on_validation_epoch_end)
         self.beyond: list[Tensor] = []  # the epoch's acc (R,) at each evaluation length beyond the training length
         self.pending: dict[str, tuple[Tensor, float]] = {}  # tag -> (weighted sum (R,), weight), not yet written
-        self.replica_logged: dict[str, float] = {}  # "<tag>/replica_<k>" -> the value last written (metrics.json)
+        # tag -> the value last written (metrics.json): the run's (the replicas' mean) and "<tag>/replica_<k>"
+        self.logged: dict[str, float] = {}
+        self.monitored: set[str] = set()  # the tags the trainer's callbacks monitor (on_fit_start)
 
     def metric_names(self) -> list[str]:
         """The validation metrics, per length: ``loss`` (+ ``loss_gap``); ``loss``, ``acc``, ``seq_acc`` (token
@@ -125,40 +137,53 @@ class PosEncModule(L.LightningModule):
             return per_token.sum(dim=1) / (target != IGNORE).flatten(1).sum(dim=1)
         return nn.functional.mse_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
 
-    def log_replicas(self, name: str, values: Tensor, **kwargs: Any) -> None:
-        """Log ``name`` as the mean over the finite replicas and, with several replicas, keep each replica's value
-        for :meth:`write_replicas`: over an epoch, the mean weighted by ``batch_size``, as Lightning's."""
-        # Masked arithmetic rather than values[alive]: boolean indexing would sync with the host on every log.
-        self.log(name, torch.where(self.alive, values, 0.0).sum() / self.alive.sum(), **kwargs)
-        if self.replicas > 1:
-            weight = float(kwargs.get("batch_size", 1))
-            total, so_far = self.pending.get(name, (torch.zeros_like(values, dtype=torch.float), 0.0))
-            self.pending[name] = (total + values.detach().float() * weight, so_far + weight)
+    def log_values(self, name: str, values: Tensor, batch_size: int = 1) -> None:
+        """Log each replica's value of ``name``, ``(R,)``: over an epoch the mean weighted by ``batch_size``, as
+        Lightning's, written by :meth:`write_logged`. A tag a callback monitors (:attr:`monitored`) also goes
+        through ``self.log`` (reduced over the ranks, not to the loggers), as the mean over the finite replicas."""
+        if name in self.monitored:
+            # Masked arithmetic rather than values[alive]: boolean indexing would sync with the host on every log.
+            mean = torch.where(self.alive, values, 0.0).sum() / self.alive.sum()
+            self.log(name, mean, batch_size=batch_size, **FOR_CALLBACKS)
+        weight = float(batch_size)
+        total, so_far = self.pending.get(name, (torch.zeros_like(values, dtype=torch.float), 0.0))
+        self.pending[name] = (total + values.detach().float() * weight, so_far + weight)
 
-    def write_replicas(self) -> None:
-        """Each replica's values of the tags logged since the last call: under the plain tags to its TensorBoard
-        run (:class:`posenc_exp.loggers.ReplicaLogger`, at the epoch as step) and as ``<tag>/replica_<k>`` to
-        :attr:`replica_logged` (``metrics.json``). One ``(tags, R)`` tensor, averaged over the ranks under DDP,
-        and one host sync, where ``R`` calls of ``self.log`` per tag cost about 0.35 ms each (16 replicas: a
-        third of a toy epoch)."""
+    def write_logged(self) -> None:
+        """Write the values logged since the last call, at the epoch as step: the means over the finite replicas
+        to the run's loggers and, with several replicas, each replica's values under the plain tags to its own
+        TensorBoard run (:class:`posenc_exp.loggers.ReplicaLogger`); all of them to :attr:`logged` (the replicas'
+        as ``<tag>/replica_<k>``), for ``metrics.json``. One ``(tags, R)`` tensor, averaged over the ranks under
+        DDP, and one host sync."""
         pending, self.pending = self.pending, {}
         if not pending or self.trainer.sanity_checking:
             return
         means = torch.stack([total / weight for total, weight in pending.values()])  # (tags, R)
         if self.trainer.world_size > 1:
             means = self.trainer.strategy.reduce(means, reduce_op="mean")
+        run = torch.where(self.alive, means, 0.0).sum(dim=1) / self.alive.sum()
         rows = dict(zip(pending, means.tolist(), strict=True))
-        loggers = {logger.replica: logger for logger in self.trainer.loggers if isinstance(logger, ReplicaLogger)}
+        values = dict(zip(pending, run.tolist(), strict=True))
+        self.logged.update(values)
+        replica_loggers = {}
+        for logger in self.trainer.loggers:
+            if isinstance(logger, ReplicaLogger):
+                replica_loggers[logger.replica] = logger
+            else:
+                logger.log_metrics(values, step=self.current_epoch)
+        if self.replicas == 1:
+            return
         for k in range(self.replicas):
             own = {name: row[k] for name, row in rows.items()}
-            self.replica_logged.update({f"{name}{replica_tag_suffix(k)}": value for name, value in own.items()})
-            if k in loggers:
-                loggers[k].log_replica(own, step=self.current_epoch)
+            self.logged.update({f"{name}{replica_tag_suffix(k)}": value for name, value in own.items()})
+            if k in replica_loggers:
+                replica_loggers[k].log_replica(own, step=self.current_epoch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return instantiate(self.hparams.optimizer, _partial_=True)(self.parameters())
 
     def on_fit_start(self) -> None:
+        self.monitored = {c.monitor for c in self.trainer.callbacks if getattr(c, "monitor", None)}
         if self.encoding_initial is None:
             self.encoding_initial = self.net.encoding.snapshot()
 
@@ -206,9 +231,7 @@ class PosEncModule(L.LightningModule):
         n = sum(y.shape[1] for y in chunk[1])  # a stacked chunk or a sequence of batches of any widths
         if not torch.isfinite(torch.where(self.alive, total, 0.0)).all():  # the chunk's one host sync
             self.drop_non_finite(total)
-        self.log_replicas("train/loss", total / n, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        if batch_idx == 0:  # the same value at every chunk: once is enough (each self.log costs ~0.3 ms)
-            self.log_epoch_as_step()
+        self.log_values("train/loss", total / n, batch_size=n)
 
     def drop_non_finite(self, total: Tensor) -> None:
         """Drop the replicas whose loss is no longer finite; :class:`NonFiniteLossError` when none is left."""
@@ -222,17 +245,6 @@ class PosEncModule(L.LightningModule):
         self.everyone = False
         seeds = ", ".join(f"{k} (seed={self.seed + k})" for k in dropped)
         print(f"warning: replica {seeds}: training loss became non-finite {where}; the other replicas go on")
-
-    def log_epoch_as_step(self) -> None:
-        """Make the epoch the x-axis of the epoch-level scalars, as it is for the snapshots and diagnostics.
-
-        Lightning writes a logged value named ``step`` as the TensorBoard step of the values logged with it;
-        otherwise the step would count training chunks, which mean nothing to a reader. ``sync_dist``: the
-        ranks agree on the epoch, and Lightning warns about an epoch-level value logged under DDP without it.
-        """
-        self.log(
-            "step", float(self.current_epoch), on_step=False, on_epoch=True, add_dataloader_idx=False, sync_dist=True
-        )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch[0][0], batch[1][0]
@@ -251,16 +263,14 @@ class PosEncModule(L.LightningModule):
             metrics.update(token_accuracies(prediction, broadcast_replicas(y, prediction.shape[0])))
         if self.score and length > (self.train_length or 0):
             self.beyond.append(metrics["acc"])
-        if dataloader_idx == 0:  # once: the epoch's validation values are written together, at this step
-            self.log_epoch_as_step()
         n = y.shape[1]
         for name, value in metrics.items() if self.eval_lengths else ():
-            self.log_replicas(f"val/{name}@len={length}", value, batch_size=n, add_dataloader_idx=False, sync_dist=True)
+            self.log_values(f"val/{name}@len={length}", value, batch_size=n)
         if length != self.train_length:
             return  # extrapolation may legitimately overflow; only the training length stops the run
         for name, value in metrics.items():
             if name != "loss":
-                self.log_replicas(f"val/{name}", value, batch_size=n, add_dataloader_idx=False, sync_dist=True)
+                self.log_values(f"val/{name}", value, batch_size=n)
         # Checked before the epoch's checkpoints are written: finite weights can still overflow in the forward
         # pass, and last.ckpt must stay the last state that evaluates to a finite loss.
         if not torch.isfinite(torch.where(self.alive, loss, 0.0)).all():
@@ -270,21 +280,21 @@ class PosEncModule(L.LightningModule):
                     f"{self.kept_checkpoint()}"
                 )
             self.drop_non_finite(torch.where(torch.isfinite(loss), 0.0, loss))
-        self.log_replicas("val/loss", loss, on_epoch=True, batch_size=n, add_dataloader_idx=False, sync_dist=True)
+        self.log_values("val/loss", loss, batch_size=n)
 
     def on_validation_epoch_start(self) -> None:
         self.beyond = []
 
     def on_train_epoch_end(self) -> None:
-        self.write_replicas()
+        self.write_logged()
 
     def on_validation_epoch_end(self) -> None:
         """``val/score`` (with ``score``): the per-token accuracy ``acc`` averaged, with equal weights, over the
         evaluation lengths beyond the training length: the score of Delétang et al. (ICLR 2023, Section 4)."""
         if self.beyond:
-            self.log_replicas("val/score", torch.stack(self.beyond).mean(dim=0), sync_dist=True)
+            self.log_values("val/score", torch.stack(self.beyond).mean(dim=0))
         self.beyond = []
-        self.write_replicas()
+        self.write_logged()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["encoding_initial"] = self.encoding_initial

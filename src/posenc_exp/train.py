@@ -255,7 +255,7 @@ def collect_metrics(
     from posenc_exp.perplexity import POSITION_LOSS
     from posenc_exp.replicas import replica_logged, replica_overrides, summary
 
-    logged = {k: v.item() for k, v in trainer.callback_metrics.items()} | module.replica_logged
+    logged = module.logged
     common: dict[str, Any] = {
         "val_loss_floor": module.loss_floor,
         "train_length": module.train_length,
