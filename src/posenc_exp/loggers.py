@@ -9,6 +9,8 @@ ordinary run.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,28 @@ def replica_tag_suffix(replica: int) -> str:
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """Lightning's TensorBoardLogger for the run itself (with several replicas: their means)."""
+    """Lightning's TensorBoardLogger for the run itself (with several replicas: their means), flushing its event
+    file at most every ``flush_secs`` seconds.
+
+    Lightning calls :meth:`save` after every ``log_metrics`` (twice per epoch, and on every replica's logger
+    whether it wrote or not); its save flushes the event file, waiting for the writer thread, and looks for
+    ``hparams.yaml`` on disk. Here that happens at the first call and then at most every ``flush_secs``;
+    TensorBoard's writer also flushes on its own thread every ``flush_secs`` (its ``SummaryWriter`` argument), and
+    the logger flushes and closes the file when training ends, so a live TensorBoard lags at most that long.
+    """
+
+    def __init__(self, *args: Any, flush_secs: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, flush_secs=flush_secs, **kwargs)
+        self.flush_secs = flush_secs
+        self.saved_at = -math.inf
+
+    def save(self) -> None:
+        if time.monotonic() - self.saved_at >= self.flush_secs:
+            super().save()
+            self.saved_at = time.monotonic()
 
 
-class ReplicaLogger(LightningTensorBoardLogger):
+class ReplicaLogger(TensorBoardLogger):
     """Replica ``replica``'s TensorBoard run in ``<run dir>/replica_<replica>``: its own values, plain tags."""
 
     def __init__(self, run_dir: str | Path, replica: int) -> None:
