@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from posenc_exp.encodings import PositionalEncoding, replica_of
-from posenc_exp.images import labelled_heatmaps, snapshot_images
+from posenc_exp.images import labelled_heatmaps, snapshot_images, write_image
 from posenc_exp.loggers import replica_writers
 from posenc_exp.models import AttentionStack
 
@@ -105,11 +105,11 @@ class EncodingSnapshot(L.Callback):
         """Each replica's images of ``encoding`` (``snapshot_images``) and its history, at ``step``."""
         for replica, writer in writers:
             for name, image in snapshot_images(encoding, replica).items():
-                writer.add_image(f"{VIEW}/encoding/{name}", image, step, dataformats="HWC")
+                write_image(writer, f"{VIEW}/encoding/{name}", image, step)
             if replica in self.history:
                 history = np.array(self.history[replica]).T
                 image = labelled_heatmaps([history], encoding.snapshot_rows, "epoch", size=self.history_pixels)
-                writer.add_image(f"{VIEW}/encoding/history", image, step, dataformats="HWC")
+                write_image(writer, f"{VIEW}/encoding/history", image, step)
         self.unrendered = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -261,7 +261,7 @@ class AttentionPatterns(L.Callback):
         patterns = self.all_patterns(pl_module.net, trainer.datamodule.splits, self.lengths(pl_module))
         for replica, writer in writers:
             for tag, image in self.render(patterns[replica]).items():
-                writer.add_image(tag, image, trainer.current_epoch, dataformats="HWC")
+                write_image(writer, tag, image, trainer.current_epoch)
 
 
 class PositionPerplexity(L.Callback):

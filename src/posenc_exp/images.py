@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import io
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -160,3 +161,19 @@ def labelled_heatmaps(
     for label, y in zip(bar_labels, (top, top + height // 2, top + height), strict=True):
         draw.text((x + _BAR_WIDTH + _MARGIN, y), label, fill=black, font=font, anchor="lm")
     return np.asarray(canvas)
+
+
+def write_image(writer: Any, tag: str, image: np.ndarray, step: int) -> None:
+    """Write an ``(H, W, 3)`` uint8 ``image`` to a ``SummaryWriter`` as TensorBoard's image ``tag`` at ``step``.
+
+    What ``writer.add_image(tag, image, step, dataformats="HWC")`` writes, the same pixels, encoded as PNG at
+    zlib level 1 instead of 6, and without its round trip of a uint8 image through float32: about 3 ms
+    instead of 10 ms for a 250 x 430 history image on the 2-core machine, for a file about 25 % larger.
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format="PNG", compress_level=1)
+    height, width, channels = image.shape
+    encoded = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png.getvalue())
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
