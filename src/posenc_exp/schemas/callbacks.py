@@ -91,7 +91,7 @@ class AttentionPatterns:
 
 @dataclass
 class ProgressBar:
-    """Lightning's ``TQDMProgressBar``."""
+    """``posenc_exp.callbacks.ProgressBar`` (Lightning's ``TQDMProgressBar``)."""
 
     _target_: str = MISSING
     refresh_rate: int = MISSING
