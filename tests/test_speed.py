@@ -98,3 +98,51 @@ def test_bench_replicas_times_steps_and_whole_runs(capsys: pytest.CaptureFixture
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result["toy"]["ratio_to_one"]) == set(result["whole_run"]["ratio_to_one"]) == {"1", "2"}
     assert result["whole_run"]["ratio_to_one"]["1"] == 1.0 and result["whole_run"]["ms_per_epoch"]["2"] > 0
+
+
+def test_values_reach_tensorboard_at_the_epoch_and_callbacks_what_they_monitor(tmp_path: Path) -> None:
+    """The module writes every value once per epoch, at the epoch as step, to TensorBoard and ``module.logged``;
+    ``trainer.callback_metrics`` holds what callbacks monitor: ``val/loss`` (the best checkpoint's), and a
+    per-length value once an early-stopping callback watches it."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    cfg = compose_train(["trainer.max_epochs=3", "callbacks.progress_bar=null", f"paths.output_dir={tmp_path}"])
+    datamodule, module, trainer = build(cfg)
+    trainer.callbacks.append(EarlyStopping(monitor="val/loss_gap@len=10", patience=100))
+    trainer.fit(module, datamodule=datamodule)
+    assert set(trainer.callback_metrics) == {"val/loss", "val/loss_gap@len=10"}
+    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(module.logged["val/loss"], rel=1e-6)
+    events = read_events(tmp_path)
+    for tag in ("train/loss", "val/loss", "val/loss_gap", "val/loss@len=10", "val/loss_gap@len=10"):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == [0, 1, 2], tag
+        assert scalars[-1].value == pytest.approx(module.logged[tag], rel=1e-6), tag
+    assert "epoch" not in events.Tags()["scalars"]  # Lightning's own x-axis helper is not written
+
+
+def test_progress_bar_draws_no_bar_for_the_validation_passes_of_fit(tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from posenc_exp.callbacks import ProgressBar
+
+    cfg = compose_train(["trainer.max_epochs=2", "~logger", f"paths.output_dir={tmp_path}"])  # the default bar
+    datamodule, module, trainer = build(cfg)
+    assert [type(c) for c in trainer.callbacks if isinstance(c, L.pytorch.callbacks.ProgressBar)] == [ProgressBar]
+    during_fit, after_fit = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(during_fit):
+        trainer.fit(module, datamodule=datamodule)
+    with contextlib.redirect_stdout(after_fit):
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # outside fit: Lightning's bar
+    assert "Epoch 1" in during_fit.getvalue()
+    assert "Validation" not in during_fit.getvalue()
+    assert "Validation DataLoader 0" in after_fit.getvalue()
+
+
+def test_chunk_count_is_what_an_epoch_yields() -> None:
+    """``len(loader)``, which Lightning asks at every epoch, is counted without building the epoch's batches."""
+    from posenc_exp.data.base import ChunkedBatches
+
+    for n, batch_size, chunk_steps in [(72, 1, 128), (72, 1, 64), (72, 5, 4), (90, 8, 3), (7, 8, 1), (100, 3, 7)]:
+        loader = ChunkedBatches(torch.zeros(2, n, 3), torch.zeros(2, n), batch_size, chunk_steps)
+        assert len(loader) == len(list(loader)), (n, batch_size, chunk_steps)
