@@ -8,8 +8,9 @@ progress bar, TensorBoard logger, the encoding's histograms and distance every e
 and at the last, one validation pass per epoch. The raw loop also validates once per epoch, and does
 nothing else.
 
-The ratio reported is ``median framework time / median raw-loop time``, of the wall time and (``_cpu``) of
-the process's CPU time, which a machine shared with other work stretches far less; the last line is JSON. A third
+The ratio reported is the median over the repeats of ``framework time / raw-loop time``, each repeat's two
+timings taken one after the other (a shared machine's speed drifts by 10-30 % between repeats, and a pair
+sees the same drift), of the wall time and (``_cpu``) of the process's CPU time; the last line is JSON. A third
 variant, ``core``, trains through the framework without the per-epoch checkpoint and snapshot callbacks
 (``ratio_*_core``), which separates Lightning's loop from what those features cost.
 """
@@ -102,8 +103,8 @@ def measure(batch_size: int, epochs: int, repeats: int) -> dict[str, float]:
     for clock, index in (("", 0), ("_cpu", 1)):
         for name, times in (("framework", framework), ("core", core), ("raw", raw)):
             result[f"{name}{clock}_s"] = statistics.median(t[index] for t in times)
-        result[f"ratio{clock}"] = result[f"framework{clock}_s"] / result[f"raw{clock}_s"]
-        result[f"ratio_core{clock}"] = result[f"core{clock}_s"] / result[f"raw{clock}_s"]
+        result[f"ratio{clock}"] = statistics.median(f[index] / r[index] for f, r in zip(framework, raw, strict=True))
+        result[f"ratio_core{clock}"] = statistics.median(c[index] / r[index] for c, r in zip(core, raw, strict=True))
     return result
 
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m posenc_exp.bench overhead", description=__doc__.split("\n")[0])
     parser.add_argument("--epochs-bs1", type=int, default=20, help="epochs at batch size 1 (72 steps each)")
     parser.add_argument("--epochs-default", type=int, default=100, help="epochs at the default batch size")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for both sides")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
