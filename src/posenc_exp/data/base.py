@@ -62,6 +62,12 @@ class ChunkedBatches:
         self.shard = shard
         self.passes = 0
 
+    def _layout(self) -> tuple[int, int, int]:
+        """``(rank, world, n_full)``: this rank among ``world`` and the epoch's full mini-batches before sharding,
+        a multiple of ``world`` (the rest of the samples make the short batch when ``world`` is 1)."""
+        rank, world = _rank_and_world() if self.shard else (0, 1)
+        return rank, world, self.x.shape[1] // self.batch_size // world * world
+
     def _batches(self, epoch: int) -> list[Tensor]:
         """The epoch's chunks of sample indices, each ``(R, k, batch_size)``."""
         n = self.x.shape[1]
@@ -70,8 +76,7 @@ class ChunkedBatches:
             order = torch.stack([torch.randperm(n, generator=generator) for generator in generators])
         else:
             order = torch.arange(n).expand(len(self.x), n)
-        rank, world = _rank_and_world() if self.shard else (0, 1)
-        n_full = n // self.batch_size // world * world
+        rank, world, n_full = self._layout()
         full = order[:, : n_full * self.batch_size].reshape(len(order), n_full, self.batch_size)[:, rank::world]
         batches = list(full.split(self.chunk_steps, dim=1))
         rest = order[:, n_full * self.batch_size :]
@@ -81,11 +86,9 @@ class ChunkedBatches:
 
     def __len__(self) -> int:
         """The chunks of an epoch, as :meth:`_batches` makes them (Lightning asks at every epoch)."""
-        n = self.x.shape[1]
-        rank, world = _rank_and_world() if self.shard else (0, 1)
-        full = len(range(rank, n // self.batch_size // world * world, world))
-        short = world == 1 and n % self.batch_size > 0
-        return -(-full // self.chunk_steps) + short
+        rank, world, n_full = self._layout()
+        short = world == 1 and self.x.shape[1] % self.batch_size > 0
+        return -(-len(range(rank, n_full, world)) // self.chunk_steps) + short
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch = self.epoch_of() if self.epoch_of else self.passes
