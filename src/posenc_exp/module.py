@@ -161,9 +161,10 @@ class PosEncModule(L.LightningModule):
         means = torch.stack([total / weight for total, weight in pending.values()])  # (tags, R)
         if self.trainer.world_size > 1:
             means = self.trainer.strategy.reduce(means, reduce_op="mean")
-        run = torch.where(self.alive, means, 0.0).sum(dim=1) / self.alive.sum()
-        rows = dict(zip(pending, means.tolist(), strict=True))
-        values = dict(zip(pending, run.tolist(), strict=True))
+        run = torch.where(self.alive, means, 0.0).sum(dim=1, keepdim=True) / self.alive.sum()
+        table = torch.cat([means, run], dim=1).tolist()  # the one host sync: each tag's R values, then their mean
+        rows = {name: row[:-1] for name, row in zip(pending, table, strict=True)}
+        values = {name: row[-1] for name, row in zip(pending, table, strict=True)}
         self.logged.update(values)
         replica_loggers = {}
         for logger in self.trainer.loggers:
