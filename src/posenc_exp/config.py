@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import itertools
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +286,7 @@ def check_overrides(args: Sequence[str]) -> DictConfig | None:
     combination), or ``None`` when a flag asks Hydra for something other than a run (``--help``, ``--cfg``).
 
     Catches what Hydra reports in several lines: a key that does not exist (``model.n_hiden=8``), a value
-    of the wrong type, a malformed override or sweep.
+    of the wrong type, a malformed override or sweep; and, for a single run, what :func:`validate` refuses.
     """
     flags = [arg for arg in args if arg.startswith("-")]
     if any(flag not in MULTIRUN_FLAGS for flag in flags):
@@ -312,6 +314,9 @@ def check_overrides(args: Sequence[str]) -> DictConfig | None:
             hint = "; add a new key with +key=value, list the keys with --cfg job"
             raise ConfigError(" ".join(lines).strip() + (hint if "not in struct" in lines[-1] else "")) from None
         check_override_values(variant, cfg)
+        if not flags:  # a single run's values too, before Hydra composes again and makes the run directory; a
+            with as_run(cfg) as run:  # sweep's jobs check their own (one failed job must not stop the others)
+                validate(run)
         composed = composed or cfg
     return composed
 
@@ -380,12 +385,11 @@ def check_override_values(overrides: Sequence[str], cfg: DictConfig) -> None:
             )
 
 
-def resolve(cfg: DictConfig, multirun: bool = False) -> None:
-    """Resolve every interpolation of the composed config (with its ``hydra`` node) as the run will
-    (``hydra.runtime.output_dir`` set to the run or sweep directory): an interpolated value of the wrong type
-    (``seed=abc`` read by a typed ``data.seed``) fails here, with the key named."""
-    import copy
-
+@contextlib.contextmanager
+def as_run(cfg: DictConfig, multirun: bool = False) -> Iterator[DictConfig]:
+    """A copy of the composed config (with its ``hydra`` node) as the run will see it, ``hydra.runtime.output_dir``
+    set to the run or sweep directory and Hydra's runtime config set to it within the block (``${hydra:...}``
+    interpolations resolve, and the group choices are the run's)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
@@ -395,11 +399,19 @@ def resolve(cfg: DictConfig, multirun: bool = False) -> None:
     previous = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(cfg)
     try:
-        for key in cfg:
-            if key != "hydra" and isinstance(value := cfg[key], DictConfig | ListConfig):
-                OmegaConf.to_container(value, resolve=True)
+        yield cfg
     finally:
         HydraConfig.instance().cfg = previous
+
+
+def resolve(cfg: DictConfig, multirun: bool = False) -> None:
+    """Resolve every interpolation of the composed config (with its ``hydra`` node) as the run will
+    (:func:`as_run`): an interpolated value of the wrong type (``seed=abc`` read by a typed ``data.seed``) fails
+    here, with the key named."""
+    with as_run(cfg, multirun) as run:
+        for key in run:
+            if key != "hydra" and isinstance(value := run[key], DictConfig | ListConfig):
+                OmegaConf.to_container(value, resolve=True)
 
 
 def check_output_dir(cfg: DictConfig, multirun: bool) -> None:
