@@ -1,9 +1,12 @@
-"""Test helpers: run the real CLI as a subprocess, read a run's metrics.json and TensorBoard events back."""
+"""Test helpers: run the real CLI (a subprocess, or forked from this process), read its metrics and events back."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
+import selectors
 import socket
 import subprocess
 import sys
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+import posenc_exp
 from posenc_exp import CONFIG_DIR
 from posenc_exp.config import compose_train
 
@@ -42,6 +46,72 @@ def run_cli(*args: str, module: str = "posenc_exp.train", check: bool = True, ti
             f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
         )
     return result
+
+
+def fork_cli(argvs: list[list[str]], workdirs: list[Path], parallel: int = 2) -> list[tuple[int, str]]:
+    """The real entry point (``posenc_exp.train.main``, ``sys.argv`` set as ``python -m posenc_exp.train <argv>``
+    sets it) for each argv, in a child forked from this process, ``parallel`` at a time: each in its workdir
+    (made), one torch thread, stderr through a pipe, stdout discarded; ``(exit code, stderr)`` per argv.
+
+    Every module of the package is imported here first, as a warm process has them: the entry point imports
+    torch and Lightning only after the config's checks, and each child would import them again (~4 s a run
+    on the 2-core machine, against ~2 s for a whole tiny run forked warm). For many runs whose results, not
+    their processes, are under test; :func:`run_cli` runs a fresh interpreter."""
+    from posenc_exp.train import main
+
+    for module in pkgutil.walk_packages(posenc_exp.__path__, "posenc_exp."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    results: list[tuple[int, str] | None] = [None] * len(argvs)
+    selector, running, pending = selectors.DefaultSelector(), {}, list(enumerate(argvs))
+    chunks: dict[int, list[bytes]] = {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            index, argv = pending.pop(0)
+            workdirs[index].mkdir(parents=True, exist_ok=True)
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: the real entry point, as `python -m posenc_exp.train <argv>` runs it
+                code = 1
+                try:
+                    os.close(read)
+                    os.dup2(write, 2)
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                    # pytest's capture replaces sys.stdout/sys.stderr with its own objects (without -s): point
+                    # them at the redirected file descriptors, where the CLI's error line must arrive
+                    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+                    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                    os.chdir(workdirs[index])
+                    torch.set_num_threads(1)
+                    sys.argv = ["posenc_exp.train", *argv]
+                    try:
+                        main()
+                        code = 0
+                    except SystemExit as exit_:
+                        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+                    except BaseException:
+                        import traceback
+
+                        traceback.print_exc()
+                finally:
+                    sys.stderr.flush()
+                    os._exit(code)
+            os.close(write)
+            os.set_blocking(read, False)
+            selector.register(read, selectors.EVENT_READ, index)
+            running[index], chunks[index] = (pid, read), []
+        for key, _ in selector.select():
+            index = key.data
+            data = os.read(key.fd, 65536)
+            if data:
+                chunks[index].append(data)
+                continue
+            selector.unregister(key.fd)
+            os.close(key.fd)
+            pid, _ = running.pop(index)
+            _, status = os.waitpid(pid, 0)
+            results[index] = (os.waitstatus_to_exitcode(status), b"".join(chunks.pop(index)).decode(errors="replace"))
+    return results  # type: ignore[return-value]
 
 
 def train_run(run_dir: Path, *overrides: str, check: bool = True):

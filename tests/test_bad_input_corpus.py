@@ -13,12 +13,7 @@ temporary directory.
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
-import pkgutil
-import selectors
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fork_cli
 from omegaconf import DictConfig, OmegaConf
 
-import posenc_exp
 from posenc_exp.config import choices_config, compose_train, derived_from, group_choices
 from posenc_exp.data.text import stdlib_dir
 
@@ -141,69 +136,14 @@ def combination_cases() -> list[Case]:
     return [Case([*c, *tiny(c)], None) for c in combos]
 
 
-def run_all(cases: list[Case], root: Path, parallel: int = 2) -> list[tuple[int, str]]:
-    """Run each case's CLI in a forked child (its own directory as cwd and run dir, stderr through a pipe,
-    stdout discarded), ``parallel`` at a time; return ``(exit code, stderr)`` per case."""
-    from posenc_exp.train import main
-
-    # Every module of the package imported once here, as a warm process has them: the entry point imports torch
-    # and Lightning only after the config's checks, and each child would otherwise import them again (~4 s).
-    for module in pkgutil.walk_packages(posenc_exp.__path__, "posenc_exp."):
-        if not module.name.endswith("__main__"):
-            importlib.import_module(module.name)
+def run_all(cases: list[Case], root: Path) -> list[tuple[int, str]]:
+    """Each case's CLI forked from this process in its own directory ``root/case<i>`` (cwd and run dir);
+    ``(exit code, stderr)`` per case."""
     for case in cases:  # compose each case's base config once here, not once per child
         choices_config(group_choices(case.args))
-    results: list[tuple[int, str] | None] = [None] * len(cases)
-    selector, running, pending = selectors.DefaultSelector(), {}, list(enumerate(cases))
-    chunks: dict[int, list[bytes]] = {}
-    while pending or running:
-        while pending and len(running) < parallel:
-            index, case = pending.pop(0)
-            workdir = root / f"case{index}"
-            workdir.mkdir()
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: the real entry point, as `python -m posenc_exp.train <args>` runs it
-                code = 1
-                try:
-                    os.close(read)
-                    os.dup2(write, 2)
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-                    # pytest's capture replaces sys.stdout/sys.stderr with its own objects (without -s): point
-                    # them at the redirected file descriptors, where the CLI's error line must arrive
-                    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-                    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-                    os.chdir(workdir)
-                    torch.set_num_threads(1)
-                    sys.argv = ["posenc_exp.train", *case.args, f"hydra.run.dir={workdir / 'run'}"]
-                    try:
-                        main()
-                        code = 0
-                    except SystemExit as exit_:
-                        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-                    except BaseException:
-                        import traceback
-
-                        traceback.print_exc()
-                finally:
-                    sys.stderr.flush()
-                    os._exit(code)
-            os.close(write)
-            os.set_blocking(read, False)
-            selector.register(read, selectors.EVENT_READ, index)
-            running[index], chunks[index] = (pid, read), []
-        for key, _ in selector.select():
-            index = key.data
-            data = os.read(key.fd, 65536)
-            if data:
-                chunks[index].append(data)
-                continue
-            selector.unregister(key.fd)
-            os.close(key.fd)
-            pid, _ = running.pop(index)
-            _, status = os.waitpid(pid, 0)
-            results[index] = (os.waitstatus_to_exitcode(status), b"".join(chunks.pop(index)).decode(errors="replace"))
-    return results  # type: ignore[return-value]
+    workdirs = [root / f"case{index}" for index in range(len(cases))]
+    argvs = [[*case.args, f"hydra.run.dir={workdir / 'run'}"] for case, workdir in zip(cases, workdirs, strict=True)]
+    return fork_cli(argvs, workdirs)
 
 
 def outcome(case: Case, code: int, stderr: str, workdir: Path) -> str:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import math
 from contextlib import redirect_stdout
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, fast_in_process, in_parallel, read_events, read_metrics, train_run
+from helpers import FAST, REPO, fast_in_process, fork_cli, read_events, read_metrics, train_run
 from omegaconf import OmegaConf
 
 from posenc_exp.analysis.report import build_report
@@ -55,7 +54,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]
         jobs[(case, "replicas")] = [f"seed={SEED}", f"replicas={K}", *overrides]
         jobs.update({(case, f"seed{SEED + k}"): [f"seed={SEED + k}", *overrides] for k in range(K)})
     directories = {job: tmp / "_".join(job) for job in jobs}
-    in_parallel(*(partial(train_run, directories[job], *overrides) for job, overrides in jobs.items()))
+    argvs = [[*FAST, f"hydra.run.dir={directories[job]}", *overrides] for job, overrides in jobs.items()]
+    for (job, _), (code, stderr) in zip(jobs.items(), fork_cli(argvs, [REPO] * len(argvs)), strict=True):
+        assert code == 0, f"{job}: exit {code}\n{stderr[-3000:]}"
     result: dict[str, dict[str, Path]] = {}
     for (case, name), directory in directories.items():
         result.setdefault(case, {})[name] = directory
