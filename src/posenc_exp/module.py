@@ -135,6 +135,9 @@ class PosEncModule(L.LightningModule):
                 prediction.flatten(0, -2), target.flatten(), ignore_index=IGNORE, reduction="none"
             ).view(target.shape[0], -1)
             return per_token.sum(dim=1) / (target != IGNORE).flatten(1).sum(dim=1)
+        if prediction.shape[0] == 1:  # the same value and gradient, bit for bit, from one fused reduction: ~2 % of
+            # the seed model's step at batch size 1 (15-20 us of ~770 us, 2-core CPU, 2026-12-04)
+            return nn.functional.mse_loss(prediction, target).view(1)
         return nn.functional.mse_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
 
     def log_values(self, name: str, values: Tensor, batch_size: int = 1) -> None:
