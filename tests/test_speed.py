@@ -1,7 +1,8 @@
 """What makes a single run fast keeps its results: optimizer steps without Lightning's per-step wrappers are
 bit-identical to the wrapped ones; last.ckpt every ``every_n_epochs`` epochs and at the last; encoding images
 every ``image_every_n_epochs`` epochs and at the last, histograms every epoch; validation every
-``check_val_every_n_epoch`` epochs and at the last (docs/speed.md); and that ``bench replicas`` runs."""
+``check_val_every_n_epoch`` epochs and at the last (docs/speed.md); one replica's loss is the per-replica
+mean bit for bit; and that ``bench replicas`` and ``bench overhead --hooks`` run."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import lightning as L
 import pytest
 import torch
 from helpers import fast_in_process, read_events, read_metrics, train_run
+from omegaconf import OmegaConf
 
+from posenc_exp.bench import overhead as bench_overhead
 from posenc_exp.bench import replicas as bench_replicas
 from posenc_exp.config import compose_train
+from posenc_exp.module import PosEncModule
 from posenc_exp.train import build
 
 
@@ -44,6 +48,24 @@ def test_plain_steps_are_the_wrapped_steps_bit_for_bit(tmp_path: Path) -> None:
     assert counter.calls == wrapped_trainer.global_step == plain_trainer.global_step == 2 * 72  # batch 1
     for name, tensor in plain.items():
         assert torch.equal(tensor, wrapped[name]), name
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 8, 1), (1, 5, 1), (1, 7, 3), (1, 64, 32)])
+def test_one_replicas_step_loss_is_the_per_replica_mean_bit_for_bit(shape: tuple[int, ...]) -> None:
+    """One replica's MSE is ``mse_loss``'s fused mean, 0-d (``PosEncModule.step_loss``): the value and the
+    gradient of the per-replica mean that more replicas use, bit for bit; ``loss`` gives it the replica axis."""
+    module = PosEncModule(net=OmegaConf.to_container(compose_train().model, resolve=True), optimizer={})
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        prediction, target = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+        fused, reference = prediction.clone().requires_grad_(), prediction.clone().requires_grad_()
+        step_loss = module.step_loss(fused, target)
+        per_replica = torch.nn.functional.mse_loss(reference, target, reduction="none").flatten(1).mean(dim=1)
+        assert step_loss.shape == () and module.loss(fused, target).shape == (1,)
+        assert torch.equal(step_loss.view(1), per_replica)
+        step_loss.backward()
+        per_replica.backward(torch.ones(1))
+        assert torch.equal(fused.grad, reference.grad)
 
 
 class LastCheckpointEpochs(L.Callback):
@@ -98,6 +120,14 @@ def test_bench_replicas_times_steps_and_whole_runs(capsys: pytest.CaptureFixture
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result["toy"]["ratio_to_one"]) == set(result["whole_run"]["ratio_to_one"]) == {"1", "2"}
     assert result["whole_run"]["ratio_to_one"]["1"] == 1.0 and result["whole_run"]["ms_per_epoch"]["2"] > 0
+
+
+def test_bench_overhead_hooks_account_for_the_whole_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    bench_overhead.main(["--hooks", "--epochs-bs1", "2", "--repeats", "1"])
+    times = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ms_per_epoch"]
+    assert {"fit", "raw loop", "module.training_step", "EncodingSnapshot.on_train_epoch_end"} <= set(times)
+    # the hooks are timed once each (none inside another), so what is left of the fit is positive
+    assert 0 < times["elsewhere"] < times["fit"] and times["module.training_step"] > 0
 
 
 def test_values_reach_tensorboard_at_the_epoch_and_callbacks_what_they_monitor(tmp_path: Path) -> None:

@@ -127,8 +127,15 @@ class PosEncModule(L.LightningModule):
         return self.net(x)
 
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
-        """Each replica's loss, ``(R,)``: the MSE, or the token-mean cross-entropy over targets other than
-        ``IGNORE``; ``target`` ``(R or 1, batch, ...)`` is shared by the replicas when its replica axis is 1."""
+        """Each replica's loss, ``(R,)``: :meth:`step_loss` with its replica axis."""
+        return self.step_loss(prediction, target).reshape(-1)
+
+    def step_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """What a training step backpropagates from: each replica's loss, ``(R,)``, the MSE or the token-mean
+        cross-entropy over targets other than ``IGNORE``; ``target`` ``(R or 1, batch, ...)`` is shared by the
+        replicas when its replica axis is 1. One replica's MSE stays 0-d: a ``(1,)`` view of it would add a
+        node to each step's backward graph (10-12 us of the seed model's ~405 us step at batch size 1 on the
+        2-core CPU, 2026-12-04)."""
         target = broadcast_replicas(target, prediction.shape[0])
         if self.task in ("tokens", "lm"):
             per_token = nn.functional.cross_entropy(
@@ -137,7 +144,7 @@ class PosEncModule(L.LightningModule):
             return per_token.sum(dim=1) / (target != IGNORE).flatten(1).sum(dim=1)
         if prediction.shape[0] == 1:  # the same value and gradient, bit for bit, from one fused reduction: ~2 % of
             # the seed model's step at batch size 1 (15-20 us of ~770 us, 2-core CPU, 2026-12-04)
-            return nn.functional.mse_loss(prediction, target).view(1)
+            return nn.functional.mse_loss(prediction, target)
         return nn.functional.mse_loss(prediction, target, reduction="none").flatten(1).mean(dim=1)
 
     def log_values(self, name: str, values: Tensor, batch_size: int = 1) -> None:
@@ -222,12 +229,12 @@ class PosEncModule(L.LightningModule):
         # A stacked chunk is unbound once (one operation, not one per step); a sequence of batches is as it is.
         xs, ys = (chunk[0].unbind(), chunk[1].unbind()) if isinstance(chunk[0], Tensor) else chunk
         for x, y in zip(xs, ys, strict=True):
-            losses = self.loss(self.net(x), y)
+            losses = self.step_loss(self.net(x), y)  # (R,), or one replica's 0-d loss
             optimizer.zero_grad(set_to_none=True)
             # A replica that became non-finite is out: its (non-finite) loss no longer reaches the others. While
             # every replica is in, the mask is the identity and is skipped. Backward from the replicas' losses with
             # a gradient of ones is the backward of their sum, an operation less per step.
-            backward(losses if self.everyone else torch.where(self.alive, losses, 0.0), ones)
+            backward(losses if self.everyone else torch.where(self.alive, losses, 0.0), ones if losses.ndim else None)
             optimizer.step()
             total.add_(losses.detach(), alpha=y.shape[1])
         if plain:  # what LightningOptimizer.step counts: trainer.global_step, the optimizer steps taken

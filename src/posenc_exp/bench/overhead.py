@@ -13,6 +13,10 @@ timings taken one after the other (a shared machine's speed drifts by 10-30 % be
 sees the same drift), of the wall time and (``_cpu``) of the process's CPU time; the last line is JSON. A third
 variant, ``core``, trains through the framework without the per-epoch checkpoint and snapshot callbacks
 (``ratio_*_core``), which separates Lightning's loop from what those features cost.
+
+``--hooks`` instead times where a batch-size-1 fit spends its time beyond the steps: each hook that the run's
+callbacks and LightningModule define, timed inside real fits (``hook_times``; Lightning's ``SimpleProfiler``
+would switch the steps to Lightning's wrapped path and call every per-step hook, which the run does not).
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ import json
 import statistics
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
+import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -41,10 +49,10 @@ def compose_config(batch_size: int | None, epochs: int, output_dir: str, extra: 
     return compose_train(overrides)
 
 
-def time_framework(cfg: DictConfig) -> tuple[float, float, int]:
+def time_framework(cfg: DictConfig, built: tuple[Any, Any, L.Trainer] | None = None) -> tuple[float, float, int]:
     """Seconds for ``trainer.fit`` (console output swallowed), wall and CPU (this process, all its threads),
-    and the optimizer steps it took."""
-    datamodule, module, trainer = build(cfg)
+    and the optimizer steps it took; of ``built``, ``train.build(cfg)``'s objects, if given."""
+    datamodule, module, trainer = built or build(cfg)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         started, cpu = time.perf_counter(), time.process_time()
         trainer.fit(module, datamodule=datamodule)
@@ -108,14 +116,67 @@ def measure(batch_size: int, epochs: int, repeats: int) -> dict[str, float]:
     return result
 
 
+def timed(owner: Any, name: str, label: str, totals: dict[str, float]) -> None:
+    """Replace ``owner.name`` on the instance by a wrapper that adds its seconds to ``totals[label]``."""
+    method: Callable[..., Any] = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            totals[label] += time.perf_counter() - started
+
+    setattr(owner, name, wrapper)
+
+
+def own_hooks(obj: Any, base: type) -> list[str]:
+    """The hooks of ``base`` (its public methods) that ``obj``'s class defines anew."""
+    return [
+        h
+        for h in dir(base)
+        if not h.startswith("_") and callable(getattr(base, h)) and getattr(type(obj), h) is not getattr(base, h)
+    ]
+
+
+def hook_times(epochs: int, fits: int) -> dict[str, float]:
+    """Milliseconds per epoch of a batch-size-1 run (``fit``) and of the raw loop (``raw loop``), and in each hook
+    that the run's callbacks (``<class>.<hook>``, summed over callbacks of one class) and LightningModule
+    (``module.<hook>``, its steps included) define, over ``fits`` fits of ``epochs`` epochs; ``elsewhere`` is the
+    fit's time outside them: Lightning's loops, fit's start and end."""
+    totals: dict[str, float] = defaultdict(float)
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = compose_config(1, epochs, output_dir)
+        time_raw_loop(cfg)  # warm-up
+        for _ in range(fits):
+            totals["raw loop"] += time_raw_loop(cfg)[0]
+            datamodule, module, trainer = build(cfg)
+            for callback in trainer.callbacks:
+                for hook in own_hooks(callback, L.Callback):
+                    timed(callback, hook, f"{type(callback).__name__}.{hook}", totals)
+            for hook in own_hooks(module, L.LightningModule):
+                timed(module, hook, f"module.{hook}", totals)
+            totals["fit"] += time_framework(cfg, (datamodule, module, trainer))[0]
+    hooks = sum(v for k, v in totals.items() if k not in ("fit", "raw loop"))
+    totals["elsewhere"] = totals["fit"] - hooks
+    return {k: 1e3 * v / (fits * epochs) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m posenc_exp.bench overhead", description=__doc__.split("\n")[0])
     parser.add_argument("--epochs-bs1", type=int, default=20, help="epochs at batch size 1 (72 steps each)")
     parser.add_argument("--epochs-default", type=int, default=100, help="epochs at the default batch size")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for both sides")
+    parser.add_argument("--hooks", action="store_true", help="time each hook of --repeats batch-size-1 fits instead")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.hooks:
+        times = hook_times(args.epochs_bs1, args.repeats)
+        for name, ms in times.items():
+            print(f"{name:>55}: {ms:7.3f} ms per epoch")
+        print(json.dumps({"ms_per_epoch": {k: round(v, 3) for k, v in times.items()}, "threads": args.threads}))
+        return
     default_batch = compose_config(None, 1, ".").data.batch_size
     results = {
         "bs1": measure(1, args.epochs_bs1, args.repeats),
