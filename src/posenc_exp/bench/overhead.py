@@ -49,10 +49,16 @@ def compose_config(batch_size: int | None, epochs: int, output_dir: str, extra: 
     return compose_train(overrides)
 
 
-def time_framework(cfg: DictConfig, built: tuple[Any, Any, L.Trainer] | None = None) -> tuple[float, float, int]:
+def time_framework(cfg: DictConfig) -> tuple[float, float, int]:
+    """:func:`time_fit` of what ``train.build(cfg)`` builds."""
+    return time_fit(*build(cfg))
+
+
+def time_fit(
+    datamodule: L.LightningDataModule, module: L.LightningModule, trainer: L.Trainer
+) -> tuple[float, float, int]:
     """Seconds for ``trainer.fit`` (console output swallowed), wall and CPU (this process, all its threads),
-    and the optimizer steps it took; of ``built``, ``train.build(cfg)``'s objects, if given."""
-    datamodule, module, trainer = built or build(cfg)
+    and the optimizer steps it took."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         started, cpu = time.perf_counter(), time.process_time()
         trainer.fit(module, datamodule=datamodule)
@@ -156,7 +162,7 @@ def hook_times(epochs: int, fits: int) -> dict[str, float]:
                     timed(callback, hook, f"{type(callback).__name__}.{hook}", totals)
             for hook in own_hooks(module, L.LightningModule):
                 timed(module, hook, f"module.{hook}", totals)
-            totals["fit"] += time_framework(cfg, (datamodule, module, trainer))[0]
+            totals["fit"] += time_fit(datamodule, module, trainer)[0]
     hooks = sum(v for k, v in totals.items() if k not in ("fit", "raw loop"))
     totals["elsewhere"] = totals["fit"] - hooks
     return {k: 1e3 * v / (fits * epochs) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
