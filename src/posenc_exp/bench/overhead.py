@@ -122,18 +122,33 @@ def measure(batch_size: int, epochs: int, repeats: int) -> dict[str, float]:
     return result
 
 
-def timed(owner: Any, name: str, label: str, totals: dict[str, float]) -> None:
-    """Replace ``owner.name`` on the instance by a wrapper that adds its seconds to ``totals[label]``."""
-    method: Callable[..., Any] = getattr(owner, name)
+class HookTimer:
+    """Wraps methods of objects so that each call's seconds add to ``totals[label]``. ``outermost`` sums only the
+    calls made outside any other wrapped call (a callback's ``state_dict`` runs inside a checkpoint's save), so
+    that a fit's time less ``outermost`` counts no hook twice."""
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            totals[label] += time.perf_counter() - started
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self.outermost = 0.0
+        self.depth = 0
 
-    setattr(owner, name, wrapper)
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        """Replace ``owner.name`` on the instance by a wrapper that times it under ``label``."""
+        method: Callable[..., Any] = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            self.depth += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                seconds = time.perf_counter() - started
+                self.totals[label] += seconds
+                if self.depth == 0:
+                    self.outermost += seconds
+
+        setattr(owner, name, wrapper)
 
 
 def own_hooks(obj: Any, base: type) -> list[str]:
@@ -148,9 +163,10 @@ def own_hooks(obj: Any, base: type) -> list[str]:
 def hook_times(epochs: int, fits: int) -> dict[str, float]:
     """Milliseconds per epoch of a batch-size-1 run (``fit``) and of the raw loop (``raw loop``), and in each hook
     that the run's callbacks (``<class>.<hook>``, summed over callbacks of one class) and LightningModule
-    (``module.<hook>``, its steps included) define, over ``fits`` fits of ``epochs`` epochs; ``elsewhere`` is the
-    fit's time outside them: Lightning's loops, fit's start and end."""
-    totals: dict[str, float] = defaultdict(float)
+    (``module.<hook>``, its steps included) define, over ``fits`` fits of ``epochs`` epochs (a hook called inside
+    another counts in both); ``elsewhere`` is the fit's time outside them: Lightning's loops, fit's start and end."""
+    timer = HookTimer()
+    totals = timer.totals
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = compose_config(1, epochs, output_dir)
         time_raw_loop(cfg)  # warm-up
@@ -159,12 +175,11 @@ def hook_times(epochs: int, fits: int) -> dict[str, float]:
             datamodule, module, trainer = build(cfg)
             for callback in trainer.callbacks:
                 for hook in own_hooks(callback, L.Callback):
-                    timed(callback, hook, f"{type(callback).__name__}.{hook}", totals)
+                    timer.wrap(callback, hook, f"{type(callback).__name__}.{hook}")
             for hook in own_hooks(module, L.LightningModule):
-                timed(module, hook, f"module.{hook}", totals)
+                timer.wrap(module, hook, f"module.{hook}")
             totals["fit"] += time_fit(datamodule, module, trainer)[0]
-    hooks = sum(v for k, v in totals.items() if k not in ("fit", "raw loop"))
-    totals["elsewhere"] = totals["fit"] - hooks
+    totals["elsewhere"] = totals["fit"] - timer.outermost
     return {k: 1e3 * v / (fits * epochs) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
