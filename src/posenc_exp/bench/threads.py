@@ -7,6 +7,10 @@ every ``n`` up to the machine's cores; first on the machine as it is ("idle"), t
 processes (pure-Python loops) that the bench starts and stops itself ("busy"). The time is the run's own
 training time (``wall_time_s`` of its ``metrics.json``: start-up and imports excluded).
 
+In each condition one untimed run of each kind comes first (the bench's first run took 1.2 and 1.4 times as
+long as the same command right after it, in two sessions on the 2-core machine), then ``--repeats`` rounds,
+each running every policy once, the order rotated from one round to the next; a policy's time is its median
+over the rounds.
 ``ratio = default policy's time / the best time`` of each run and condition: the default must be within
 1.2 of the best in all four. The last line is a JSON object.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,24 +64,33 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m posenc_exp.bench threads", description=__doc__.split("\n")[0])
     parser.add_argument("--busy", type=int, default=2, help="busy processes in the busy condition")
     parser.add_argument("--max-threads", type=int, default=cpu_count(), help="the largest threads=n tried")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every policy, after a warm-up run")
     args = parser.parse_args(argv)
     policies = {"default": [], **{f"threads={n}": [f"threads={n}"] for n in range(1, args.max_threads + 1)}}
     seconds: dict[str, dict[str, dict[str, float]]] = {}
+    names = list(policies)
     with tempfile.TemporaryDirectory(prefix="bench_threads_") as tmp:
         for condition in ("idle", "busy"):
             with busy(args.busy if condition == "busy" else 0):
                 for run, overrides in RUNS.items():
-                    for policy, extra in policies.items():
-                        directory = Path(tmp) / f"{condition}_{run}_{policy.replace('=', '')}"
-                        value = train_seconds(directory, [*overrides, *extra])
+                    train_seconds(Path(tmp) / f"{condition}_{run}_warmup", overrides)
+                    rounds: dict[str, list[float]] = {policy: [] for policy in names}
+                    for round_ in range(args.repeats):
+                        for policy in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                            directory = Path(tmp) / f"{condition}_{run}_{policy.replace('=', '')}_{round_}"
+                            rounds[policy].append(train_seconds(directory, [*overrides, *policies[policy]]))
+                    for policy, values in rounds.items():
+                        value = statistics.median(values)
                         seconds.setdefault(condition, {}).setdefault(run, {})[policy] = value
-                        print(f"{condition:>5} {run:>9} {policy:>10}: {value:8.2f} s", flush=True)
+                        runs = ", ".join(f"{v:.2f}" for v in values)
+                        print(f"{condition:>5} {run:>9} {policy:>10}: {value:8.2f} s (median of {runs})", flush=True)
     ratios = {
         f"{condition}/{run}": round(times["default"] / min(times.values()), 3)
         for condition, by_run in seconds.items()
         for run, times in by_run.items()
     }
-    print(json.dumps({"seconds": seconds, "default_over_best": ratios, "cores": cpu_count(), "busy": args.busy}))
+    summary = {"seconds": seconds, "default_over_best": ratios, "cores": cpu_count(), "busy": args.busy}
+    print(json.dumps({**summary, "repeats": args.repeats}))
 
 
 if __name__ == "__main__":
