@@ -11,6 +11,7 @@ In each condition one untimed run of each kind comes first (the bench's first ru
 long as the same command right after it, in two sessions on the 2-core machine), then ``--repeats`` rounds,
 each running every policy once, the order rotated from one round to the next; a policy's time is its median
 over the rounds.
+
 ``ratio = default policy's time / the best time`` of each run and condition: the default must be within
 1.2 of the best in all four. The last line is a JSON object.
 """
@@ -66,6 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-threads", type=int, default=cpu_count(), help="the largest threads=n tried")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every policy, after a warm-up run")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.max_threads < 1 or args.busy < 0:
+        sys.exit(
+            f"error: --repeats={args.repeats} --max-threads={args.max_threads} --busy={args.busy} is not allowed: "
+            "expected --repeats and --max-threads >= 1, --busy >= 0"
+        )
     policies = {"default": [], **{f"threads={n}": [f"threads={n}"] for n in range(1, args.max_threads + 1)}}
     seconds: dict[str, dict[str, dict[str, float]]] = {}
     names = list(policies)
@@ -90,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         for run, times in by_run.items()
     }
     summary = {"seconds": seconds, "default_over_best": ratios, "cores": cpu_count(), "busy": args.busy}
-    print(json.dumps({**summary, "repeats": args.repeats}))
+    summary["repeats"] = args.repeats
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
