@@ -35,6 +35,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
 
 from posenc_exp.config import compose_train
@@ -152,11 +153,10 @@ class HookTimer:
 
 
 def own_hooks(obj: Any, base: type) -> list[str]:
-    """The hooks of ``base`` (its public methods) that ``obj``'s class defines anew."""
+    """The hooks of ``base`` (its public methods) that ``obj``'s class defines anew (Lightning's ``is_overridden``:
+    a classmethod such as ``load_from_checkpoint`` is a new bound method at each lookup, not an override)."""
     return [
-        h
-        for h in dir(base)
-        if not h.startswith("_") and callable(getattr(base, h)) and getattr(type(obj), h) is not getattr(base, h)
+        h for h in dir(base) if not h.startswith("_") and callable(getattr(base, h)) and is_overridden(h, obj, base)
     ]
 
 
