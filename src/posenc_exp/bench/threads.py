@@ -82,11 +82,12 @@ def main(argv: list[str] | None = None) -> None:
                     train_seconds(Path(tmp) / f"{condition}_{run}_warmup", overrides)
                     rounds: dict[str, list[float]] = {policy: [] for policy in names}
                     for round_ in range(args.repeats):
-                        for policy in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                        shift = round_ % len(names)
+                        for policy in names[shift:] + names[:shift]:
                             directory = Path(tmp) / f"{condition}_{run}_{policy.replace('=', '')}_{round_}"
                             rounds[policy].append(train_seconds(directory, [*overrides, *policies[policy]]))
                     for policy, values in rounds.items():
-                        value = statistics.median(values)
+                        value = round(statistics.median(values), 3)  # wall_time_s has 3 decimals
                         seconds.setdefault(condition, {}).setdefault(run, {})[policy] = value
                         runs = ", ".join(f"{v:.2f}" for v in values)
                         print(f"{condition:>5} {run:>9} {policy:>10}: {value:8.2f} s (median of {runs})", flush=True)
@@ -95,8 +96,13 @@ def main(argv: list[str] | None = None) -> None:
         for condition, by_run in seconds.items()
         for run, times in by_run.items()
     }
-    summary = {"seconds": seconds, "default_over_best": ratios, "cores": cpu_count(), "busy": args.busy}
-    summary["repeats"] = args.repeats
+    summary = {
+        "seconds": seconds,
+        "default_over_best": ratios,
+        "cores": cpu_count(),
+        "busy": args.busy,
+        "repeats": args.repeats,
+    }
     print(json.dumps(summary))
 
 
